@@ -132,6 +132,10 @@ class TrainTaggerConfig(StageConfig):
     """Run forward/backward under bfloat16 autocast (weights and optimizer stay float32); needs
     bf16-capable hardware (AVX-512 BF16 CPUs, recent GPUs): set false elsewhere."""
 
+    case_feature: bool = True
+    """Feed word capitalisation through the segment (token type) embedding, recovering the case
+    cue an uncased encoder loses; recorded in the saved config so tagging uses it too."""
+
     metrics_file: str = "metrics/train_tagger.json"
     """Test/dev F1 (overall and per type), training time and steps."""
 
@@ -175,11 +179,207 @@ class TagEntitiesConfig(StageConfig):
     """Spans per label, blocks with at least one span, throughput."""
 
 
+class PretrainICTConfig(StageConfig):
+    """Warm-start the retriever with ORQA's Inverse Cloze Task over the blocks -> models/ict."""
+
+    blocks: str = "artifacts/corpus/blocks.parquet"
+    """Path to a blocks.parquet written by prepare_corpus."""
+
+    init: str = DEFAULT_TOKENIZER
+    """Where the embedder starts: "scratch" (a small BERT, see `scratch_config`), package:<module>,
+    a local BERT directory, a hub name such as bert-base-uncased, or a saved retriever directory."""
+
+    num_layers: int = Field(default=0, ge=0)
+    """Keep only the first N transformer layers of a pretrained init (0 = all)."""
+
+    scratch_config: dict[str, int] = {}
+    """BertConfig overrides for init "scratch" (layers, hidden, heads, intermediate, or BertConfig
+    keys); empty = 2 layers, hidden 128, 2 heads, intermediate 512."""
+
+    tokenizer: str = DEFAULT_TOKENIZER
+    """Vocabulary of a "scratch" init (pretrained inits bring their own)."""
+
+    proj_size: int = Field(default=128, ge=1)
+    """Embedding size after the projection (REALM/ORQA: 128)."""
+
+    untied: bool = False
+    """Give the document tower its own BERT and projection (default: one shared tower)."""
+
+    steps: int = Field(default=300, ge=1)
+    """Optimizer steps."""
+
+    batch_size: int = Field(default=32, ge=2)
+    """Examples per step; the other blocks of the batch are each query's negatives."""
+
+    lr: float = Field(default=1e-4, gt=0)
+    """Peak learning rate (BERT AdamW, linear warmup then decay)."""
+
+    warmup_steps: int = Field(default=-1, ge=-1)
+    """Warmup steps; -1 = REALM's rule min(10000, max(100, steps/10))."""
+
+    mask_rate: float = Field(default=0.9, ge=0, le=1)
+    """Probability that the query sentence is removed from its block (ORQA: 0.9)."""
+
+    max_query_len: int = Field(default=64, ge=8, le=512)
+    """Wordpieces of a query, [CLS] and [SEP] included."""
+
+    max_doc_len: int = Field(default=288, ge=16, le=512)
+    """Wordpieces of a block input [CLS] title [SEP] text [SEP] (REALM/ORQA: 288)."""
+
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    """Dropout on the embedding (training only)."""
+
+    seed: int = 0
+    """Seeds the new weights, the data order and the query/mask draws."""
+
+    output_dir: str = "models/ict"
+    """The trained retriever (HF-style directory: config, safetensors, tokenizer)."""
+
+    init_output_dir: str = "models/ict_init"
+    """The same retriever before any ICT step: the "untrained init" baseline of evaluate_retrieval."""
+
+    checkpoint_dir: str = "checkpoints/pretrain_ict"
+    """Training checkpoints (pickle-free); a rerun resumes from the latest one (`resume: auto`)."""
+
+    checkpoint_every: int = Field(default=50, ge=1)
+    """Steps between checkpoints."""
+
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """Newest checkpoints kept."""
+
+    resume: str = Field(default="auto", pattern="^(auto|must|never)$")
+    """"auto": continue from the latest checkpoint if it has the same settings, else start over;
+    "must": continue, a checkpoint with other settings is an error; "never": start over."""
+
+    time_budget_s: float = Field(default=0, ge=0)
+    """Checkpoint and stop cleanly after this many seconds (0 = no limit); rerun to resume. A
+    stopped run exports nothing, so DVC never records a half-trained retriever."""
+
+    log_every: int = Field(default=10, ge=1)
+    """Steps per logged metrics window (loss, accuracies, lr, grad norm, throughput)."""
+
+    eval_batches: int = Field(default=8, ge=0)
+    """Held-out ICT batches (fixed seed, no dropout) scored before and after training."""
+
+    metrics_file: str = "metrics/pretrain_ict.json"
+    """Final ICT accuracies (masked/unmasked) before and after training, steps, time."""
+
+    plots_dir: str = "metrics/pretrain_ict"
+    """dvclive directory: per-step training curves for `dvc plots`."""
+
+
+class BuildIndexConfig(StageConfig):
+    """Embed every block with a retriever (sharded, resumable) and build a FAISS MIPS index version."""
+
+    blocks: str = "artifacts/corpus/blocks.parquet"
+    """Path to a blocks.parquet written by prepare_corpus."""
+
+    retriever: str = "models/ict"
+    """Retriever directory (written by pretrain_ict or a later training stage)."""
+
+    output_dir: str = "artifacts/index/ict"
+    """Index root: embeddings/ (shards + manifest.json), versions/<v>/ and the CURRENT pointer."""
+
+    rows_per_shard: int = Field(default=1024, ge=1)
+    """Blocks per embedding shard: the unit of parallel work and of resume after a kill."""
+
+    batch_size: int = Field(default=32, ge=1)
+    """Blocks per forward pass."""
+
+    dtype: str = Field(default="float32", pattern="^(float32|float16)$")
+    """Stored embedding dtype (the index itself is float32)."""
+
+    workers: int = Field(default=1, ge=1)
+    """Shard tasks at once: 1 runs them in this process; more use a process pool, each with
+    cores/workers torch threads."""
+
+    factory: str = "Flat"
+    """FAISS index factory string, inner-product metric: "Flat" (exact, REALM's choice), or
+    e.g. "IVF1024,Flat", "HNSW32", "IVF1024,PQ16" for large corpora."""
+
+    nprobe: int = Field(default=0, ge=0)
+    """IVF lists searched per query (0 = FAISS default)."""
+
+    ef_search: int = Field(default=0, ge=0)
+    """HNSW search depth (0 = FAISS default)."""
+
+    train_size: int = Field(default=100_000, ge=1)
+    """Vectors sampled to train IVF/PQ indexes."""
+
+    keep_versions: int = Field(default=2, ge=1)
+    """Index versions kept under versions/ (the live one is never deleted)."""
+
+    seed: int = 0
+    """Seed of the IVF/PQ training sample."""
+
+    metrics_file: str = "metrics/build_index/ict.json"
+    """Rows, shards embedded/reused, blocks/s, index type and version."""
+
+
+class RetrieverSpec(BaseModel):
+    """A dense retriever to evaluate: its checkpoint (query tower) and its index root."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    model: str
+    index: str
+
+
+class EvaluateRetrievalConfig(StageConfig):
+    """Zero-shot retrieval Recall@k on one QA test set: BM25 and dense retrievers, with answer coverage."""
+
+    dataset: str = Field(default="nq", pattern="^(nq|wq|ct)$")
+    """QA dataset: nq (small-scale NQ split over the gold-passage questions), wq, ct."""
+
+    split: str = Field(default="test", pattern="^(train|dev|test|full_test)$")
+    """Split to score (full_test: all 3,610 NQ-open questions, nq only)."""
+
+    data_dir: str = "data"
+    """Directory holding the QA files (see realm_core/qa/datasets.py)."""
+
+    blocks: str = "artifacts/corpus/blocks.parquet"
+    """Path to the blocks.parquet the indexes were built from."""
+
+    retrievers: dict[str, RetrieverSpec] = {
+        "init": RetrieverSpec(model="models/ict_init", index="artifacts/index/ict_init"),
+        "ict": RetrieverSpec(model="models/ict", index="artifacts/index/ict"),
+    }
+    """Dense retrievers by the name their metrics appear under: {model, index} each."""
+
+    bm25: bool = True
+    """Also score the BM25 baseline (built in memory over the same blocks)."""
+
+    ks: list[int] = [1, 5, 20, 100]
+    """Cut-offs for Recall@k (answer in the top k)."""
+
+    query_batch_size: int = Field(default=64, ge=1)
+    """Questions per query-tower forward pass."""
+
+    ctxs: int = Field(default=20, ge=0)
+    """Retrieved blocks per question written to the DPR-style JSON files."""
+
+    output_dir: str = "artifacts/retrieval"
+    """Receives <dataset>/<retriever>.json in DPR's retrieval format (question, answers, ctxs)."""
+
+    metrics_dir: str = "metrics/retrieval"
+    """Receives <dataset>.json: answer_coverage, n_questions, and recall@k per retriever."""
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("must be a non-empty list of positive integers")
+        return sorted(set(value))
+
+
 #: stage name -> config class. The name is the params.yaml section, dvc stage and flow module.
 STAGES: dict[str, type[StageConfig]] = {
     "prepare_corpus": PrepareCorpusConfig,
     "train_tagger": TrainTaggerConfig,
     "tag_entities": TagEntitiesConfig,
+    "pretrain_ict": PretrainICTConfig,
+    "build_index": BuildIndexConfig,
+    "evaluate_retrieval": EvaluateRetrievalConfig,
 }
 
 

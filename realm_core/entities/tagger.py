@@ -31,6 +31,7 @@ import torch
 from realm_core.entities import checkpoint as ckpt
 from realm_core.entities.conll import Sentence
 from realm_core.entities.tagging import (  # noqa: F401  (re-exported API)
+    CASE_FEATURE_KEY,
     IGNORE_INDEX,
     EntityTagger,
     encode_windows,
@@ -85,6 +86,7 @@ def train_tagger(
     weight_decay: float = 0.01,
     device: str | None = None,
     bf16: bool = False,
+    case_feature: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `init` for token classification on IOB2 `train_sents`; select on `dev_sents`.
@@ -105,6 +107,9 @@ def train_tagger(
     `bf16` runs forward/backward under bfloat16 autocast (weights and optimizer stay float32):
     1.7x faster per step on a CPU with AVX512-BF16 (measured here), slower on CPUs without it.
     It is not part of the resume check, so a run may switch precision between calls.
+
+    `case_feature` feeds word capitalisation through the segment embedding (see `tagging.py`); it
+    needs a model with at least two token types and is recorded in the saved config.
     """
     t0 = time.monotonic()
     emit = log or (lambda record: None)
@@ -124,13 +129,17 @@ def train_tagger(
         )
     except (OSError, ValueError) as exc:
         raise RealmError(f"tagger init '{init}': cannot load a model ({_first_line(exc)})") from None
+    if case_feature:
+        if getattr(model.config, "type_vocab_size", 0) < 2:
+            raise RealmError(f"tagger init '{init}': case_feature needs a model with 2 token types")
+        setattr(model.config, CASE_FEATURE_KEY, True)
     if max_seq_len > model.config.max_position_embeddings:
         raise RealmError(
             f"max_seq_len {max_seq_len} exceeds the model's {model.config.max_position_embeddings} positions"
         )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    features = _training_features(tokenizer, train_sents, label2id, max_seq_len)
+    features = _training_features(tokenizer, train_sents, label2id, max_seq_len, case_feature)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     params = list(model.named_parameters())
@@ -147,7 +156,7 @@ def train_tagger(
     settings = {
         "init": init, "labels": labels, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
         "seed": seed, "max_seq_len": max_seq_len, "warmup_steps": warmup,
-        "weight_decay": weight_decay, "n_train_windows": len(features),
+        "weight_decay": weight_decay, "n_train_windows": len(features), "case_feature": case_feature,
     }
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -169,8 +178,9 @@ def train_tagger(
         batch = [features[i] for i in plan(step)]
         ids, mask = pad_batch([f[0] for f in batch], tokenizer.pad_token_id, device)
         targets, _ = pad_batch([f[1] for f in batch], IGNORE_INDEX, device)
+        extra = {"token_type_ids": pad_batch([f[2] for f in batch], 0, device)[0]} if case_feature else {}
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=targets).loss
+            loss = model(input_ids=ids, attention_mask=mask, labels=targets, **extra).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -239,12 +249,14 @@ def _check_settings(checkpoint_dir: Path, saved: dict[str, Any], current: dict[s
             )
 
 
-def _training_features(tokenizer, sentences, label2id, max_len) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per window: the label id on each word's first piece, -100 elsewhere."""
+def _training_features(tokenizer, sentences, label2id, max_len, case_feature=False):
+    """(input ids, labels, type ids) per window: the label id on each word's first piece, -100
+    elsewhere."""
     out = []
-    for w in encode_windows(tokenizer, [tokens for tokens, _ in sentences], max_len):
+    for w in encode_windows(tokenizer, [tokens for tokens, _ in sentences], max_len, case_feature):
         tags = sentences[w.doc][1]
-        out.append((w.input_ids, [label2id[tags[i]] if i >= 0 else IGNORE_INDEX for i in w.word_index]))
+        labels = [label2id[tags[i]] if i >= 0 else IGNORE_INDEX for i in w.word_index]
+        out.append((w.input_ids, labels, w.type_ids))
     return out
 
 

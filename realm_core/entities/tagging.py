@@ -5,6 +5,13 @@ from its first wordpiece. At inference, raw text is first split into CoNLL-like 
 (`split_words`), so an entity span always starts and ends on word boundaries of the original
 string, whatever the tokenizer does to accents or punctuation.
 
+Case feature: the default encoder is uncased (its tokenizer lower-cases), which throws away the
+strongest NER cue in English. A tagger trained with `case_feature` gets it back through BERT's
+segment embedding: every piece of a word containing an upper-case letter has token type 1, the
+rest 0 (the segment distinction is otherwise unused for single-sentence tagging). The choice is
+recorded in the saved config (`realm_case_feature`), so inference builds the same inputs; any other
+token classifier (a cased hub model, say) is run with type 0 everywhere, as it was trained.
+
 Long inputs (a 288-wordpiece block with a 128-token model) are cut into overlapping windows of
 whole words; each word takes its prediction from the window where it has the most context on
 both sides, so no word is predicted from a window edge when a better window exists.
@@ -49,10 +56,23 @@ class Window:
     input_ids: list[int]  # [CLS] pieces [SEP]
     word_index: list[int]  # per position: the word whose FIRST piece sits here, else -1
     context: list[int]  # per position: how much context the word has here (higher is better)
+    type_ids: list[int]  # per position: 1 on pieces of a word with an upper-case letter (case feature)
 
 
-def encode_windows(tokenizer, docs: Sequence[Sequence[str]], max_len: int) -> list[Window]:
+CASE_FEATURE_KEY = "realm_case_feature"  # model config attribute: trained with the case feature
+
+
+def _has_upper(word: str) -> int:
+    return int(any(c.isupper() for c in word))
+
+
+def encode_windows(
+    tokenizer, docs: Sequence[Sequence[str]], max_len: int, case_feature: bool = False
+) -> list[Window]:
     """Tokenise word lists and cut them into windows of at most `max_len` pieces.
+
+    With `case_feature`, `type_ids` marks the pieces of words with an upper-case letter (see the
+    module docstring); without, it is all zeros.
 
     A document that fits is one window. Otherwise windows end on word boundaries and overlap by
     about half a window; a single word longer than a window is cut inside (its first piece, the
@@ -76,6 +96,7 @@ def encode_windows(tokenizer, docs: Sequence[Sequence[str]], max_len: int) -> li
         wids = enc.word_ids(d)
         n = len(ids)
         first = [w is not None and (j == 0 or wids[j - 1] != w) for j, w in enumerate(wids)]
+        upper = [_has_upper(docs[d][w]) if case_feature and w is not None else 0 for w in wids]
         for s, e in _piece_spans(first, budget):
             word_index = [-1]
             context = [-1]
@@ -88,7 +109,7 @@ def encode_windows(tokenizer, docs: Sequence[Sequence[str]], max_len: int) -> li
             word_index.append(-1)
             context.append(-1)
             ids_w = [tokenizer.cls_token_id, *ids[s:e], tokenizer.sep_token_id]
-            windows.append(Window(d, ids_w, word_index, context))
+            windows.append(Window(d, ids_w, word_index, context, [0, *upper[s:e], 0]))
     return windows
 
 
@@ -134,6 +155,7 @@ class EntityTagger:
         self.tokenizer = tokenizer
         self.bf16 = bf16  # bfloat16 autocast for the forward pass (see train_tagger)
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.case_feature = bool(getattr(model.config, CASE_FEATURE_KEY, False))
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | None = None, bf16: bool = False) -> "EntityTagger":
@@ -160,15 +182,18 @@ class EntityTagger:
         """
         was_training = self.model.training
         self.model.eval()
-        windows = encode_windows(self.tokenizer, docs, max_len)
+        windows = encode_windows(self.tokenizer, docs, max_len, self.case_feature)
         best: list[dict[int, tuple[int, int, float]]] = [{} for _ in docs]  # word -> (ctx, tag, p)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         device = next(self.model.parameters()).device
         for b in range(0, len(order), batch_size):
             batch = [windows[i] for i in order[b:b + batch_size]]
             ids, mask = pad_batch([w.input_ids for w in batch], self.tokenizer.pad_token_id, device)
+            extra = {}
+            if self.case_feature:  # only then: some token classifiers take no token_type_ids
+                extra["token_type_ids"] = pad_batch([w.type_ids for w in batch], 0, device)[0]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                logits = self.model(input_ids=ids, attention_mask=mask, **extra).logits
             probs = torch.softmax(logits.float(), -1)
             top_p, top_tag = probs.max(-1)
             top_p, top_tag = top_p.cpu().tolist(), top_tag.cpu().tolist()

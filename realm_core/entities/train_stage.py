@@ -38,7 +38,8 @@ def run_train_tagger(cfg: TrainTaggerConfig, log: Callable[[dict], None] | None 
         train, dev, cfg.init, cfg.output_dir,
         max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         max_seq_len=cfg.max_seq_len, eval_every=cfg.eval_every, checkpoint_dir=cfg.checkpoint_dir,
-        resume=cfg.resume, time_budget_s=cfg.time_budget_s or None, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16, log=log,
+        resume=cfg.resume, time_budget_s=cfg.time_budget_s or None, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16,
+        case_feature=cfg.case_feature, log=log,
     )
     train_seconds = time.monotonic() - t0
     best = EntityTagger.load(cfg.output_dir, bf16=cfg.bf16)

@@ -139,12 +139,12 @@ def has_answer(
     passage_tokens = _tokens(text, tokenizer)
     for answer in answers:
         needle = _tokens(answer, tokenizer)
-        if needle and _contains(passage_tokens, needle):
+        if needle and contains_tokens(passage_tokens, needle):
             return True
     return False
 
 
-def _contains(haystack: list[str], needle: list[str]) -> bool:
+def contains_tokens(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
     first = needle[0]
     # Only positions starting with the answer's first token can match: avoids slicing everywhere.

@@ -102,15 +102,26 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
     return path
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and every RNG from `path`; returns the caller's state."""
-    path = Path(path)
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RealmError(f"{path}: not a readable checkpoint ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RealmError(f"{path}/state.json: unknown checkpoint format")
+    return meta
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """The caller's state saved in checkpoint `path`, without loading any tensor (e.g. to compare
+    its settings with a new run's before deciding to resume)."""
+    return _read_meta(Path(path))["state"]
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and every RNG from `path`; returns the caller's state."""
+    path = Path(path)
+    meta = _read_meta(path)
     device = next(model.parameters()).device
     try:
         weights = load_file(str(path / "model.safetensors"), device=str(device))

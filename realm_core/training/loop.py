@@ -88,7 +88,10 @@ class LoopConfig:
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    resume: str = "auto"  # "auto": continue from `latest` if there is one; "never": start over
+    # "auto": continue from `latest` if it was written with the same settings, else start over
+    # (a changed params.yaml means a new run); "must": continue, a mismatch is an error;
+    # "never": always start over.
+    resume: str = "auto"
     time_budget_s: float | None = None  # wall clock for this call; then checkpoint and return
     metrics_path: str | None = None  # JSONL of every log record
     export_partial: bool = False  # also export when stopped early (time budget / should_stop)
@@ -164,12 +167,18 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
     latest = None
     if cfg.checkpoint_dir is not None:
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        latest = ckpt.read_latest(cfg.checkpoint_dir) if cfg.resume == "auto" else None
-        if latest is None:
-            ckpt.clear(cfg.checkpoint_dir)
+        latest = ckpt.read_latest(cfg.checkpoint_dir) if cfg.resume != "never" else None
+    if latest is not None:
+        mismatch = _settings_mismatch(latest, ckpt.read_state(latest).get("settings", {}), all_settings)
+        if mismatch and cfg.resume == "must":
+            raise RealmError(mismatch + "; resume with the same settings, or use resume='auto'/'never' to start over")
+        if mismatch:  # "auto": the checkpoint belongs to another run; this one starts over
+            log.emit({"event": "restart", "reason": mismatch})
+            latest = None
+    if cfg.checkpoint_dir is not None and latest is None:
+        ckpt.clear(cfg.checkpoint_dir)
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
-        _check_settings(latest, state.get("settings", {}), all_settings)
         step, resumed_from, total_before = state["step"], state["step"], state.get("total_elapsed_s", 0.0)
         stream.load_state_dict(state["data"])
         log.truncate(step)
@@ -306,16 +315,16 @@ def _check(cfg: LoopConfig) -> None:
         raise RealmError(f"training: lr must be a positive number, got {cfg.lr}")
     if cfg.warmup_steps is not None and not 0 <= cfg.warmup_steps <= cfg.steps:
         raise RealmError(f"training: warmup_steps must be in [0, steps={cfg.steps}], got {cfg.warmup_steps}")
-    if cfg.resume not in ("auto", "never"):
-        raise RealmError(f"training: resume must be 'auto' or 'never', got {cfg.resume!r}")
+    if cfg.resume not in ("auto", "must", "never"):
+        raise RealmError(f"training: resume must be 'auto', 'must' or 'never', got {cfg.resume!r}")
 
 
-def _check_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+def _settings_mismatch(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first setting that differs between a checkpoint and this run, as a message; None if none."""
     saved_json, current_json = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
     for section in ("loop", "objective"):
         old, new = saved_json.get(section, {}), current_json.get(section, {})
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
-                raise RealmError(
-                    f"{path}: checkpoint was written with {key}={old.get(key)!r}, this run has {new.get(key)!r}; "
-                    "resume with the same settings, or use resume='never' to start over")
+                return f"{path}: checkpoint was written with {key}={old.get(key)!r}, this run has {new.get(key)!r}"
+    return None

@@ -123,7 +123,9 @@ def test_resume_after_interrupt_gives_identical_weights(blocks_path, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert RetrieverEmbedder.from_pretrained(tmp_path / "b/out").embed_queries(["who wrote hamlet"]).shape == (1, 16)
     with pytest.raises(RealmError, match="batch_size"):
-        run_tiny(blocks_path, tmp_path / "b", batch_size=8)
+        run_tiny(blocks_path, tmp_path / "b", batch_size=8, resume="must")
+    # "auto" with other settings starts over instead (a changed params.yaml is a new run)
+    assert run_tiny(blocks_path, tmp_path / "b", batch_size=8).resumed_from is None
 
 
 def test_time_budget_exits_with_a_checkpoint(blocks_path, tmp_path):

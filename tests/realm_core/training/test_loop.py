@@ -143,9 +143,16 @@ def test_time_budget_checkpoints_and_exits(tmp_path):
 def test_resume_rules(tmp_path):
     train(Net(), objective, batch_at, cfg(tmp_path, steps=4))
     with pytest.raises(RealmError, match="lr=0.01.*0.02"):
-        train(Net(), objective, batch_at, cfg(tmp_path, steps=4, lr=2e-2))
+        train(Net(), objective, batch_at, cfg(tmp_path, steps=4, lr=2e-2, resume="must"))
     with pytest.raises(RealmError, match="batch_size"):
-        train(Net(), objective, batch_at, cfg(tmp_path, steps=4), settings={"batch_size": 8})
+        train(Net(), objective, batch_at, cfg(tmp_path, steps=4, resume="must"), settings={"batch_size": 8})
+    # "auto" with other settings (a changed params.yaml): a new run, not a resume, and it says why.
+    events = []
+    result = train(Net(), objective, batch_at, cfg(tmp_path, steps=4), settings={"batch_size": 8},
+                   on_log=events.append)
+    assert result.resumed_from is None and result.step == 4
+    assert events[0]["event"] == "restart" and "batch_size" in events[0]["reason"]
+    assert train(Net(), objective, batch_at, cfg(tmp_path, steps=4), settings={"batch_size": 8}).resumed_from == 4
     result = train(Net(), objective, batch_at, cfg(tmp_path, steps=4, lr=2e-2, resume="never"))
     assert result.resumed_from is None and result.step == 4
 

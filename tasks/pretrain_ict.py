@@ -1,0 +1,81 @@
+"""Tasks of the pretrain_ict stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.states import Failed
+
+from realm_core.config import PretrainICTConfig
+from realm_core.errors import RealmError
+from realm_core.training.ict_stage import run_pretrain_ict
+
+
+class _Curves:
+    """Training records -> Prefect log, progress artifact and dvclive curves (for `dvc plots`).
+
+    dvclive starts fresh on a fresh run and appends on a resumed one (the loop announces a resume
+    with its first record), so the curves follow the checkpoint's history.
+    """
+
+    def __init__(self, cfg: PretrainICTConfig) -> None:
+        self.cfg = cfg
+        self.logger = get_run_logger()
+        self.progress = create_progress_artifact(0.0, key="pretrain-ict-progress", description="pretrain_ict")
+        self.live = None
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if self.live is None:
+            from dvclive import Live  # import on first use: it is slow to import
+
+            self.live = Live(self.cfg.plots_dir, resume=rec.get("event") == "resume", save_dvc_exp=False,
+                             dvcyaml=None)
+        if rec.get("event") != "train":
+            self.logger.info("%s", rec)
+            return
+        self.logger.info(
+            "step %d/%d  loss %.4f  acc %.3f  masked acc %.3f  lr %.2e  %.2f steps/s", rec["step"], self.cfg.steps,
+            rec["loss"], rec.get("accuracy", float("nan")), rec.get("masked_accuracy", float("nan")), rec["lr"],
+            rec["steps_per_s"])
+        update_progress_artifact(self.progress, 100.0 * rec["step"] / self.cfg.steps)
+        self.live.step = rec["step"]
+        for key in ("loss", "accuracy", "masked_accuracy", "unmasked_accuracy", "lr", "grad_norm"):
+            if key in rec:
+                self.live.log_metric(f"train/{key}", rec[key])
+        self.live.make_summary()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+@task(name="train_ict", cache_result_in_memory=False)
+def train_ict_task(cfg: PretrainICTConfig):
+    """Save the untrained init, then train/resume ICT; curves to the log, the UI and dvclive."""
+    curves = _Curves(cfg)
+    try:
+        metrics = run_pretrain_ict(cfg, on_log=curves, info=curves.logger.info)
+    except RealmError as exc:
+        return Failed(message=str(exc))
+    finally:
+        curves.close()
+    if metrics["completed"]:
+        update_progress_artifact(curves.progress, 100.0)
+    return metrics
+
+
+@task(name="publish_ict_summary")
+def publish_ict_summary(cfg: PretrainICTConfig, m: dict) -> None:
+    """Markdown artifact: ICT accuracy before/after, steps and time."""
+    def row(name: str, s: dict) -> str:
+        return (f"| {name} | {s.get('accuracy', float('nan')):.3f} | {s.get('masked_accuracy', float('nan')):.3f} | "
+                f"{s.get('chance', float('nan')):.3f} |")
+
+    rows = ["# pretrain_ict", "", f"Retriever `{cfg.output_dir}` from init `{cfg.init}` (untrained twin: "
+            f"`{cfg.init_output_dir}`): {m['steps']} steps of {cfg.batch_size} over {m['blocks']:,} blocks in "
+            f"{m['train_seconds']} s.", "", f"Held-out ICT accuracy ({cfg.eval_batches} batches of {cfg.batch_size}, "
+            "in-batch negatives, no dropout):", "", "| model | accuracy | masked accuracy | chance |", "|---|---:|---:|---:|",
+            row("untrained init", m["before"]), row("after ICT", m.get("after", {}))]
+    create_markdown_artifact("\n".join(rows), key="pretrain-ict-summary", description="pretrain_ict summary")
