@@ -355,7 +355,7 @@ class EvaluateRetrievalConfig(StageConfig):
     query_batch_size: int = Field(default=64, ge=1)
     """Questions per query-tower forward pass."""
 
-    ctxs: int = Field(default=20, ge=0)
+    ctxs: int = Field(default=10, ge=0)
     """Retrieved blocks per question written to the DPR-style JSON files."""
 
     output_dir: str = "artifacts/retrieval"

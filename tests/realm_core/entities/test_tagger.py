@@ -41,6 +41,7 @@ def trained(conll, tmp_path_factory):
     result = train_tagger(
         train, dev, out_dir=root / "model", max_steps=30, batch_size=8, lr=3e-4, seed=0,
         max_seq_len=64, eval_every=15, checkpoint_dir=root / "ckpt", resume=False, log=events.append,
+        case_feature=True,
     )
     return result, root, events
 
@@ -71,6 +72,21 @@ def test_saved_model_is_an_hf_directory_without_pickle(trained) -> None:
     latest = json.loads((root / "ckpt" / "latest.json").read_text())
     assert latest["checkpoint"] == "ckpt-00000030"
     assert sorted(p.name for p in (root / "ckpt").iterdir()) == sorted([*latest.values(), "latest.json"])
+
+
+def test_case_feature_is_saved_and_used_at_inference(trained, tokenizer) -> None:
+    result, _, _ = trained
+    assert json.loads((Path(result.out_dir) / "config.json").read_text())["realm_case_feature"] is True
+    (window,) = encode_windows(tokenizer, [["The", "Lüdenscheid", "plant", "of", "IBM"]], 32, case_feature=True)
+    pieces = tokenizer.convert_ids_to_tokens(window.input_ids)
+    marked = [p for p, t in zip(pieces, window.type_ids) if t]
+    assert marked[0] == "the" and "ibm" in marked and "plant" not in marked and "of" not in marked
+    assert window.type_ids[0] == window.type_ids[-1] == 0  # [CLS], [SEP]
+    assert len(marked) == len(tokenizer.tokenize("The Lüdenscheid IBM"))  # every piece of a marked word
+    assert not any(encode_windows(tokenizer, [["The", "IBM"]], 32)[0].type_ids)  # off by default
+    tagger = EntityTagger.load(result.out_dir, device="cpu")
+    upper, lower = tagger.predict_words([["Paris", "is", "big"], ["paris", "is", "big"]])
+    assert upper[0][1] != lower[0][1]  # the uncased encoder sees the same pieces; only the case feature differs
 
 
 def test_save_load_round_trip_reproduces_the_dev_score(trained, conll) -> None:
