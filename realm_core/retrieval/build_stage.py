@@ -11,14 +11,18 @@ the manifest), `embed_one` for every shard (independent; any order, any process)
 (verify every shard's sha256, build the index, publish a version, write metrics).
 
 Embeddings made with another encoder or corpus are never mixed in: when the retriever or the blocks
-changed since the shards were written, `plan` starts over (that is what a rebuild means here), and
-says so. When CURRENT already holds an index built from exactly these embeddings with the same
-index settings, `finish` keeps it instead of publishing an identical copy.
+changed since the shards were written, `plan` starts a new embedding directory, and says so. If
+only the corpus (or the shard layout) changed, the old directory is kept aside as
+`embeddings.prev` and every new shard copies the vectors of unchanged blocks from it, so a newer
+dump costs encoder time only for the blocks that changed (`incremental.py`); it is deleted once
+the new index is published. When CURRENT already holds an index built from exactly these
+embeddings with the same index settings, `finish` keeps it instead of publishing an identical copy.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,10 +30,11 @@ from typing import Any, Callable
 from realm_core.config import BuildIndexConfig
 from realm_core.errors import RealmError
 from realm_core.io import write_text_atomic
-from realm_core.retrieval import embed, index
+from realm_core.retrieval import embed, incremental, index
 
 EMBEDDINGS = "embeddings"
 _EMBEDDERS: dict[tuple[str, str], Any] = {}  # (path, encoder hash) -> loaded embedder, per process
+_REUSE: dict[tuple[str, str], Any] = {}  # (prev dir, encoder hash) -> ReuseSource, per process
 
 
 def embeddings_dir(cfg: BuildIndexConfig) -> Path:
@@ -37,28 +42,50 @@ def embeddings_dir(cfg: BuildIndexConfig) -> Path:
     return Path(cfg.output_dir) / EMBEDDINGS
 
 
+def previous_dir(cfg: BuildIndexConfig) -> Path:
+    """Where the embeddings of the previous corpus wait while a changed corpus is re-embedded."""
+    return Path(cfg.output_dir) / incremental.PREVIOUS
+
+
 def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str, Any]:
-    """Validate the inputs and return the embedding manifest (fresh, resumed or rebuilt)."""
+    """Validate the inputs and return the embedding manifest (fresh, resumed or rebuilt); when
+    only the corpus changed, keep the old embeddings aside for reuse."""
     if not Path(cfg.blocks).is_file():
         raise RealmError(f"build_index.blocks: {cfg.blocks}: no such file")
-    out = embeddings_dir(cfg)
+    out, prev = embeddings_dir(cfg), previous_dir(cfg)
     rebuild = False
+    encoder = embed.encoder_hash(cfg.retriever)
     if (out / embed.MANIFEST).is_file():
         old = embed.read_manifest(out)
-        changed = [name for name, now in (("encoder", lambda: embed.encoder_hash(cfg.retriever)),
-                                          ("corpus", lambda: embed.corpus_hash(cfg.blocks)))
+        changed = [name for name, now in (("encoder", lambda: encoder), ("corpus", lambda: embed.corpus_hash(cfg.blocks)))
                    if old.get(f"{name}_hash") != now()]
         layout = old.get("rows_per_shard") != cfg.rows_per_shard or old.get("dtype") != cfg.dtype
         if changed or layout:
             rebuild = True
-            info(f"{out}: existing embeddings were made with another {' and '.join(changed) or 'shard layout'}; "
-                 "re-embedding from scratch")
+            if "encoder" in changed:
+                info(f"{out}: existing embeddings were made with another encoder; re-embedding every block")
+            else:
+                info(f"{out}: the {' and '.join(changed) or 'shard layout'} changed; re-embedding only blocks "
+                     "whose content is new, reusing the rest")
+                shutil.rmtree(prev, ignore_errors=True)
+                out.rename(prev)
+    if prev.is_dir() and _prev_encoder(prev) != encoder:
+        shutil.rmtree(prev, ignore_errors=True)  # another encoder's vectors are of no use
     manifest = embed.init_embeddings(cfg.blocks, cfg.retriever, out, rows_per_shard=cfg.rows_per_shard,
                                      dtype=cfg.dtype, rebuild=rebuild)
+    if incremental.load_keys(out, manifest["total_rows"]) is None:
+        incremental.write_keys(out, incremental.content_keys(cfg.blocks))
     done = sum(embed.shard_record(out, i, manifest) is not None for i in range(manifest["n_shards"]))
     if done:
         info(f"{out}: {done}/{manifest['n_shards']} shards already embedded with this retriever and corpus; reusing them")
     return manifest
+
+
+def _prev_encoder(prev: Path) -> str | None:
+    try:
+        return embed.read_manifest(prev)["encoder_hash"]
+    except RealmError:
+        return None
 
 
 def embed_one(cfg: BuildIndexConfig, i: int, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +100,16 @@ def embed_one(cfg: BuildIndexConfig, i: int, manifest: dict[str, Any]) -> dict[s
 
         _EMBEDDERS.clear()
         _EMBEDDERS[key] = RetrieverEmbedder.from_pretrained(cfg.retriever)
-    record = embed.embed_shard(i, out, embedder=_EMBEDDERS[key], batch_size=cfg.batch_size, manifest=manifest)
+    prev = previous_dir(cfg)
+    reuse = None
+    if prev.is_dir():
+        rkey = (str(prev.resolve()), manifest["encoder_hash"])
+        if rkey not in _REUSE:
+            _REUSE.clear()
+            _REUSE[rkey] = incremental.ReuseSource(prev, manifest["encoder_hash"])
+        reuse = _REUSE[rkey]
+    record = embed.embed_shard(i, out, embedder=_EMBEDDERS[key], batch_size=cfg.batch_size, manifest=manifest,
+                               reuse=reuse)
     return {**record, "reused": False}
 
 
@@ -97,14 +133,16 @@ def finish(cfg: BuildIndexConfig, records: list[dict[str, Any]], seconds: float,
                                             seed=cfg.seed, nprobe=cfg.nprobe or None,
                                             ef_search=cfg.ef_search or None, keep=cfg.keep_versions)
         info(f"{cfg.output_dir}: published index version {version} ({cfg.factory}, {manifest['total_rows']:,} vectors)")
+    _REUSE.clear()
+    shutil.rmtree(previous_dir(cfg), ignore_errors=True)  # published: the old corpus's vectors are done with
     embedded = [r for r in records if not r["reused"]]
-    rows_embedded = sum(r["rows"] for r in embedded)
+    rows_embedded = sum(r.get("embedded_rows", r["rows"]) for r in embedded)
     embed_seconds = sum(r["seconds"] for r in embedded)
     metrics = {
         "rows": manifest["total_rows"], "dim": manifest["dim"], "dtype": manifest["dtype"],
         "shards": manifest["n_shards"], "shards_embedded": len(embedded), "shards_reused": len(records) - len(embedded),
-        "rows_embedded": rows_embedded,
-        "embed_blocks_per_s": round(rows_embedded / embed_seconds, 1) if embed_seconds else None,
+        "rows_embedded": rows_embedded, "rows_copied": sum(r.get("reused_rows", 0) for r in embedded),
+        "embed_blocks_per_s": round(rows_embedded / embed_seconds, 1) if embed_seconds and rows_embedded else None,
         "factory": cfg.factory, "version": version, "version_reused": same,
         "encoder_hash": manifest["encoder_hash"][:16], "corpus_hash": manifest["corpus_hash"][:16],
         "index_seconds": round(time.monotonic() - t0, 2), "seconds": round(seconds + time.monotonic() - t0, 1),

@@ -126,11 +126,13 @@ def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str
 
 
 def embed_shard(i: int, out_dir: str | Path, *, embedder=None, batch_size: int = 32, device: str | None = None,
-                manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+                manifest: dict[str, Any] | None = None, reuse=None) -> dict[str, Any]:
     """Embed shard `i` of an initialised `out_dir` unless it is already done; returns its record.
 
     `embedder` (a loaded `RetrieverEmbedder`) saves reloading the checkpoint for every shard; it
-    must be the checkpoint the manifest names. Safe to run for different `i` in parallel.
+    must be the checkpoint the manifest names. `reuse` (an `incremental.ReuseSource` of the same
+    encoder) supplies the vectors of rows whose content it already embedded; only the other rows
+    go through the encoder (the record counts both). Safe to run for different `i` in parallel.
     """
     out_dir = Path(out_dir)
     manifest = manifest or read_manifest(out_dir)
@@ -140,24 +142,39 @@ def embed_shard(i: int, out_dir: str | Path, *, embedder=None, batch_size: int =
     if record is not None:
         return record
     _check_unchanged(manifest)
-    if embedder is None:
-        from realm_core.modeling.embedder import RetrieverEmbedder
-
-        embedder = RetrieverEmbedder.from_pretrained(manifest["encoder"], device=device)
     start = i * manifest["rows_per_shard"]
     stop = min(start + manifest["rows_per_shard"], manifest["total_rows"])
     titles, texts = _read_rows(Path(manifest["corpus"]), start, stop)
     t0 = time.monotonic()
-    vectors = embedder.embed_documents(titles, texts, batch_size=batch_size, max_len=manifest["max_doc_len"])
-    if vectors.shape != (stop - start, manifest["dim"]):
-        raise RealmError(f"{manifest['encoder']}: embedder returned {vectors.shape}, the manifest expects "
-                         f"({stop - start}, {manifest['dim']})")
+    vectors = np.empty((stop - start, manifest["dim"]), dtype=np.float32)
+    todo = np.arange(stop - start)
+    if reuse is not None:
+        from realm_core.retrieval.incremental import load_keys
+
+        keys = load_keys(out_dir, manifest["total_rows"])
+        if keys is not None:
+            found, prev = reuse.lookup(keys[start:stop])
+            if found.any():
+                vectors[found] = reuse.vectors(prev[found])
+                todo = np.flatnonzero(~found)
+    if len(todo):
+        if embedder is None:
+            from realm_core.modeling.embedder import RetrieverEmbedder
+
+            embedder = RetrieverEmbedder.from_pretrained(manifest["encoder"], device=device)
+        fresh = embedder.embed_documents([titles[j] for j in todo], [texts[j] for j in todo], batch_size=batch_size,
+                                         max_len=manifest["max_doc_len"])
+        if fresh.shape != (len(todo), manifest["dim"]):
+            raise RealmError(f"{manifest['encoder']}: embedder returned {fresh.shape}, the manifest expects "
+                             f"({len(todo)}, {manifest['dim']})")
+        vectors[todo] = fresh
     vectors = np.ascontiguousarray(vectors, dtype=manifest["dtype"])
     path = shard_path(out_dir, i)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vectors, allow_pickle=False)
     record = {"shard": i, "start": start, "rows": stop - start, "sha256": _file_sha256(path),
               "encoder_hash": manifest["encoder_hash"], "corpus_hash": manifest["corpus_hash"],
+              "embedded_rows": int(len(todo)), "reused_rows": int(stop - start - len(todo)),
               "seconds": round(time.monotonic() - t0, 3)}
     write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=1))
     return record
