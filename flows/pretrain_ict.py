@@ -13,6 +13,7 @@ import sys
 
 import flows  # noqa: F401  (offline-safe environment defaults before Prefect loads)
 from prefect import flow
+from prefect.events import emit_event
 from prefect.states import Failed
 
 from flows.cli import main
@@ -32,6 +33,9 @@ def pretrain_ict_flow(cfg: PretrainICTConfig):
     if not metrics["completed"]:
         return Failed(message=f"pretrain_ict: time budget reached at step {metrics['steps']}/{cfg.steps}; "
                               f"checkpoint kept in {cfg.checkpoint_dir}, rerun to continue")
+    # The served `reindex` deployment listens for this (python -m flows.serve).
+    emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": f"realm.retriever.{cfg.output_dir}"},
+               payload={"path": cfg.output_dir, "steps": metrics["steps"]})
     return {"steps": metrics["steps"], "before": metrics["before"], "after": metrics["after"],
             "train_seconds": metrics["train_seconds"]}
 

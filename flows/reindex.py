@@ -1,0 +1,110 @@
+"""Flow `reindex`: re-embed what changed with the newest (or a named) retriever; swap the index.
+
+    python -m flows.reindex [--params FILE] [--set reindex.KEY=VALUE ...]
+
+Blocks, shard layout and index type come from the `build_index` section, so the result is what
+`dvc repro build_index@ict` would build from the same inputs. How DVC stays truthful:
+- reindexing the DVC-tracked retriever (`tracked_retriever`) into the tracked root: if only data
+  inputs (blocks, retriever) or params changed since the stage last ran, the new output is
+  recorded with `dvc commit <dvc_stage>` and `dvc status` is clean afterwards; if stage code
+  changed, the index is still rebuilt but not recorded (the run says to `dvc repro`);
+- any other retriever (a training run's newest export) goes to `untracked_output_dir`, which DVC
+  does not track, so nothing DVC records becomes false.
+Served on a schedule and on `realm.retriever.saved` events by `python -m flows.serve`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import flows  # noqa: F401  (offline-safe environment defaults before Prefect loads)
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.states import Failed
+
+from flows.cli import build_parser, load_config
+from realm_core.config import BuildIndexConfig, ReindexConfig
+from realm_core.errors import RealmError
+from realm_core.retrieval import build_stage
+from realm_core.retrieval.refresh import resolve_retriever
+from tasks.build_index import embed_shard_task
+from tasks.reindex import dvc_commit_stage, dvc_stage_status, publish_reindex_summary
+
+
+def load_configs(overrides: list[str] | None = None, params_file: str | None = None) -> tuple[ReindexConfig, BuildIndexConfig]:
+    """The reindex section and the build_index section it builds with (params.yaml + overrides)."""
+    import argparse
+
+    args = argparse.Namespace(params=params_file, overrides=list(overrides or []))
+    return load_config("reindex", args), load_config("build_index", args)
+
+
+@flow(name="reindex")
+def reindex_flow(overrides: list[str] | None = None, params_file: str | None = None):
+    """Incrementally re-index the corpus with the configured retriever and publish a new version."""
+    logger = get_run_logger()
+    t0 = time.monotonic()
+    try:
+        cfg, build = load_configs(overrides, params_file)
+        retriever = resolve_retriever(cfg.retriever)
+    except RealmError as exc:
+        return Failed(message=str(exc))
+    tracked = bool(cfg.dvc_stage) and retriever.resolve() == Path(cfg.tracked_retriever).resolve()
+    root = cfg.output_dir if tracked else cfg.untracked_output_dir
+    bcfg = build.model_copy(update={"retriever": str(retriever), "output_dir": root, "keep_versions": cfg.keep_versions,
+                                    "metrics_file": cfg.metrics_file if tracked else f"{root}/metrics.json"})
+    logger.info("retriever %s -> %s (%s)", retriever, root, f"DVC stage {cfg.dvc_stage}" if tracked else "untracked by DVC")
+    dvc = dvc_stage_status(cfg.dvc_stage, [build.blocks, cfg.tracked_retriever]) if tracked else {"commit": False}
+    try:
+        manifest = build_stage.plan(bcfg, logger.info)
+    except RealmError as exc:
+        return Failed(message=str(exc))
+    n = manifest["n_shards"]
+    progress = create_progress_artifact(0.0, key="reindex-progress", description="reindex")
+    futures = [embed_shard_task.submit(bcfg, i, manifest, os.cpu_count() or 1) for i in range(n)]
+    records = []
+    for n_done, fut in enumerate(as_completed(futures), 1):
+        rec = fut.result(raise_on_failure=False)
+        if fut.state.is_failed() or not isinstance(rec, dict):
+            return Failed(message=str(fut.state.message))
+        records.append(rec)
+        update_progress_artifact(progress, 100.0 * n_done / n)
+    try:
+        metrics = build_stage.finish(bcfg, records, time.monotonic() - t0, logger.info)
+    except RealmError as exc:
+        return Failed(message=str(exc))
+    if tracked and dvc["commit"]:
+        dvc.update(dvc_commit_stage(cfg.dvc_stage))
+        dvc["summary"] = f"recorded in `{cfg.dvc_stage}` (dvc status clean: {dvc['dvc_status_clean']})"
+    else:
+        dvc["summary"] = dvc.get("reason") or "not tracked by DVC"
+    publish_reindex_summary(str(retriever), root, metrics, dvc)
+    logger.info("re-embedded %d of %d blocks, version %s, %.1f s", metrics["rows_embedded"], metrics["rows"],
+                metrics["version"], time.monotonic() - t0)
+    return {"retriever": str(retriever), "root": root, "version": metrics["version"],
+            "rows": metrics["rows"], "rows_embedded": metrics["rows_embedded"], "dvc": dvc["summary"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser("reindex").parse_args(argv)
+    try:
+        cfg = load_config("reindex", args)
+        load_configs(args.overrides, args.params)
+        resolve_retriever(cfg.retriever)  # fail fast, before a Prefect server starts
+    except RealmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    state = reindex_flow(args.overrides, args.params, return_state=True)
+    if state.is_failed():
+        print(f"error: {state.message}", file=sys.stderr)
+        return 1
+    print(f"reindex: {state.result()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
