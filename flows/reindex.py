@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import build_parser, load_config
 from realm_core.config import BuildIndexConfig, ReindexConfig
@@ -43,7 +44,9 @@ def load_configs(overrides: list[str] | None = None, params_file: str | None = N
     return load_config("reindex", args), load_config("build_index", args)
 
 
-@flow(name="reindex")
+# One shard at a time in this process: the embedder (and torch's intra-op threads) use every core
+# already, and loading models from several threads at once races in transformers' lazy imports.
+@flow(name="reindex", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def reindex_flow(overrides: list[str] | None = None, params_file: str | None = None):
     """Incrementally re-index the corpus with the configured retriever and publish a new version."""
     logger = get_run_logger()

@@ -25,13 +25,21 @@ class _Curves:
         self.logger = get_run_logger()
         self.progress = create_progress_artifact(0.0, key="pretrain-ict-progress", description="pretrain_ict")
         self.live = None
+        self.live_failed = False
+
+    def _open_live(self, resume: bool) -> None:
+        from dvclive import Live  # import on first use: it is slow to import
+
+        try:
+            self.live = Live(self.cfg.plots_dir, resume=resume, save_dvc_exp=False, dvcyaml=None)
+        except Exception as exc:  # noqa: BLE001 - e.g. dvclive 3.49 raises SCMError in a git repo without commits
+            self.live_failed = True
+            self.logger.warning("dvclive curves disabled (%s: %s); the log and metrics file still have them",
+                                type(exc).__name__, exc)
 
     def __call__(self, rec: dict[str, Any]) -> None:
-        if self.live is None:
-            from dvclive import Live  # import on first use: it is slow to import
-
-            self.live = Live(self.cfg.plots_dir, resume=rec.get("event") == "resume", save_dvc_exp=False,
-                             dvcyaml=None)
+        if self.live is None and not self.live_failed:
+            self._open_live(resume=rec.get("event") == "resume")
         if rec.get("event") != "train":
             self.logger.info("%s", rec)
             return
@@ -40,6 +48,8 @@ class _Curves:
             rec["loss"], rec.get("accuracy", float("nan")), rec.get("masked_accuracy", float("nan")), rec["lr"],
             rec["steps_per_s"])
         update_progress_artifact(self.progress, 100.0 * rec["step"] / self.cfg.steps)
+        if self.live is None:
+            return
         self.live.step = rec["step"]
         for key in ("loss", "accuracy", "masked_accuracy", "unmasked_accuracy", "lr", "grad_norm"):
             if key in rec:
