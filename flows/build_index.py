@@ -18,9 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.states import Failed
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import main
+from flows.runners import shard_runner
 from realm_core.config import BuildIndexConfig
 from realm_core.errors import RealmError
 from realm_core.retrieval import build_stage
@@ -67,7 +68,7 @@ def preflight(cfg: BuildIndexConfig) -> None:
 
 
 def _run(cfg: BuildIndexConfig):
-    runner = ProcessPoolTaskRunner(max_workers=cfg.workers) if cfg.workers > 1 else ThreadPoolTaskRunner(max_workers=1)
+    runner = shard_runner(cfg.workers, cfg.dask_address)
     state = build_index_flow.with_options(task_runner=runner)(cfg, return_state=True)
     if state.is_completed():
         print(f"build_index: {state.result()}")

@@ -17,9 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.states import Failed
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import main
+from flows.runners import shard_runner
 from realm_core.config import TagEntitiesConfig
 from realm_core.entities import salient
 from realm_core.errors import RealmError
@@ -69,7 +70,7 @@ def preflight(cfg: TagEntitiesConfig) -> None:
 
 
 def _run(cfg: TagEntitiesConfig):
-    runner = ProcessPoolTaskRunner(max_workers=cfg.workers) if cfg.workers > 1 else ThreadPoolTaskRunner(max_workers=1)
+    runner = shard_runner(cfg.workers, cfg.dask_address)
     state = tag_entities_flow.with_options(task_runner=runner)(cfg, return_state=True)
     if state.is_completed():
         print(f"tag_entities: {state.result()}")

@@ -171,6 +171,10 @@ class TagEntitiesConfig(StageConfig):
     workers: int = Field(default=1, ge=1)
     """Shard tasks run at once (each a process with cores/workers torch threads)."""
 
+    dask_address: str = ""
+    """Run the shard tasks on Dask: a scheduler address (tcp://host:8786), or "local" for a local
+    cluster of `workers` processes; empty = no Dask (see `workers`)."""
+
     bf16: bool = False
     """Run the tagger under bfloat16 autocast. Off by default: on the 2-core CPU measured in
     docs/benchmarks.md autocast was slower than fp32 for tagging (per-call weight casts)."""
@@ -292,6 +296,10 @@ class BuildIndexConfig(StageConfig):
     workers: int = Field(default=1, ge=1)
     """Shard tasks at once: 1 runs them in this process; more use a process pool, each with
     cores/workers torch threads."""
+
+    dask_address: str = ""
+    """Run the shard tasks on Dask: a scheduler address (tcp://host:8786), or "local" for a local
+    cluster of `workers` processes; empty = no Dask (see `workers`)."""
 
     factory: str = "Flat"
     """FAISS index factory string, inner-product metric: "Flat" (exact, REALM's choice), or
