@@ -196,7 +196,7 @@ class PretrainICTConfig(StageConfig):
     num_layers: int = Field(default=0, ge=0)
     """Keep only the first N transformer layers of a pretrained init (0 = all)."""
 
-    scratch_config: dict[str, int] = {}
+    scratch_config: dict[str, int | float] = {}
     """BertConfig overrides for init "scratch" (layers, hidden, heads, intermediate, or BertConfig
     keys); empty = 2 layers, hidden 128, 2 heads, intermediate 512."""
 

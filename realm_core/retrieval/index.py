@@ -42,6 +42,7 @@ VERSIONS = "versions"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 META_FILE = "index_meta.json"
+SMALL_BATCH = 16  # query batches smaller than this search on one thread (see DenseIndex.search)
 
 
 @dataclass
@@ -82,11 +83,21 @@ class DenseIndex:
         q = np.ascontiguousarray(q, dtype=np.float32)
         out_ids = np.full((len(q), k), -1, dtype=np.int64)
         out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        for lo in range(0, len(q), max(1, batch_size)):
-            scores, rows = self.index.search(q[lo: lo + batch_size], k)
-            found = rows >= 0
-            out_ids[lo: lo + len(rows)][found] = self.ids[rows[found]]
-            out_scores[lo: lo + len(rows)][found] = scores[found]
+        # FAISS 1.15 splits a handful of queries across OpenMP threads by database slices, which is
+        # 10-100x slower than one thread on this 2-core machine (1M x 128 Flat, 1 query: 19 ms on
+        # 1 thread, 120 ms on 2; benchmarks/embed_search.py). Interactive single queries -- the
+        # concurrent reader of a re-index -- therefore run on one thread.
+        threads = faiss.omp_get_max_threads()
+        if len(q) < SMALL_BATCH and threads > 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            for lo in range(0, len(q), max(1, batch_size)):
+                scores, rows = self.index.search(q[lo: lo + batch_size], k)
+                found = rows >= 0
+                out_ids[lo: lo + len(rows)][found] = self.ids[rows[found]]
+                out_scores[lo: lo + len(rows)][found] = scores[found]
+        finally:
+            faiss.omp_set_num_threads(threads)
         return out_ids, out_scores
 
 
