@@ -67,7 +67,9 @@ class IndexRefresher:
             raise RealmError(f"index refresh mode must be 'sync' or 'async', got {mode!r}")
         self.cfg, self.mode, self.info = cfg, mode, info
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh") if mode == "async" else None
-        self._lock = threading.Lock()
+        # Re-entrant: a future that is already done runs its done-callback (which takes the lock)
+        # inside add_done_callback, i.e. while refresh() still holds it.
+        self._lock = threading.RLock()
         self._running: Future | None = None
         self._pending: Path | None = None
         self._published: list[str] = []
