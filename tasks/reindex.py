@@ -62,7 +62,7 @@ def publish_reindex_summary(retriever: str, root: str, m: dict, dvc: dict) -> No
     rows = ["# reindex", "", f"Retriever `{retriever}` -> index root `{root}`", "", "| | |", "|---|---|",
             f"| blocks | {m['rows']:,} |",
             f"| re-embedded | {m['rows_embedded']:,} |",
-            f"| reused (unchanged content, same encoder) | {m['rows_copied'] + (m['rows'] - m['rows_embedded'] - m['rows_copied']):,} |",
+            f"| reused (unchanged content, same encoder) | {m['rows'] - m['rows_embedded']:,} |",
             f"| index version | `{m['version']}`{' (unchanged: already current)' if m['version_reused'] else ''} |",
             f"| time | {m['seconds']} s |",
             f"| DVC | {dvc.get('summary', '')} |"]
