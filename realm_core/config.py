@@ -54,6 +54,11 @@ class PrepareCorpusConfig(StageConfig):
     """Worker processes for text cleaning, sentence splitting and tokenisation; 0 = all cores.
     The output is byte-identical for every value."""
 
+    dask_address: str = ""
+    """Clean and pack the batches of pages as Prefect tasks on Dask instead of local processes: a
+    scheduler address (tcp://host:8786), or "local" for a local cluster of `workers` processes.
+    The output is the same; reading the dumps stays in the flow's process."""
+
     chunk_pages: int = Field(default=1000, ge=1)
     """Pages per checkpoint chunk: finished chunks are kept in <output_dir>/prepare_corpus.work and
     a rerun after a crash or kill resumes from the first unfinished chunk."""

@@ -7,13 +7,19 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import Failed
 
 from realm_core.config import PrepareCorpusConfig
-from realm_core.corpus.prepare import Progress, prepare_corpus
+from realm_core.corpus.prepare import Progress, prepare_corpus, process_batch
 from realm_core.errors import RealmError
 
 
-@task(name="build_blocks", cache_result_in_memory=False)
-def build_blocks(cfg: PrepareCorpusConfig):
-    """Run realm_core's prepare_corpus with progress in the log (pages/s) and in the UI."""
+@task(name="clean_and_pack", cache_result_in_memory=False)
+def clean_and_pack(settings: tuple, source: str, docs: list) -> tuple:
+    """One batch of pages -> blocks (the shard task when prepare_corpus runs on Dask)."""
+    return process_batch(settings, source, docs)
+
+
+def run_prepare_corpus(cfg: PrepareCorpusConfig, submit=None):
+    """realm_core's prepare_corpus with progress in the log (pages/s) and in the UI; `submit`
+    sends the batches elsewhere (see the flow)."""
     logger = get_run_logger()
     artifact_id = create_progress_artifact(0.0, key="prepare-corpus-progress", description="prepare_corpus: reading sources")
 
@@ -27,12 +33,18 @@ def build_blocks(cfg: PrepareCorpusConfig):
         update_progress_artifact(artifact_id, min(100.0, 100 * done), description=f"prepare_corpus: {p.source}")
 
     try:
-        metrics = prepare_corpus(cfg, progress=on_progress)
+        metrics = prepare_corpus(cfg, progress=on_progress, submit=submit)
     except RealmError as exc:
         # Expected failure (bad input): fail the run with the one-line message, no traceback.
         return Failed(message=str(exc))
     update_progress_artifact(artifact_id, 100.0, description="prepare_corpus: done")
     return metrics
+
+
+@task(name="build_blocks", cache_result_in_memory=False)
+def build_blocks(cfg: PrepareCorpusConfig):
+    """Run realm_core's prepare_corpus (local worker processes) with progress in the log and UI."""
+    return run_prepare_corpus(cfg)
 
 
 @task(name="publish_summary")

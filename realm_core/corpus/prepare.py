@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -108,6 +108,21 @@ def _process_batch(source: str, docs: list[tuple[str, str, str, bool]]) -> tuple
     return out, dict(counts)
 
 
+_WORKER_SETTINGS: tuple | None = None
+
+
+def process_batch(settings: tuple[str, int, bool], source: str, docs: list[tuple[str, str, str, bool]]) -> tuple[Blocks, dict]:
+    """`_process_batch` for an executor whose workers were not set up by `_init_worker` (a Dask
+    worker, a Prefect task): `settings` = (tokenizer, block_size, keep_lists); the worker loads
+    the tokenizer on its first batch and keeps it for the next ones."""
+    global _WORKER_SETTINGS
+    if _WORKER_SETTINGS != settings:
+        tokenizer, block_size, keep_lists = settings
+        _init_worker(load_tokenizer_json(tokenizer), block_size, keep_lists)
+        _WORKER_SETTINGS = settings
+    return _process_batch(source, docs)
+
+
 class _InlineExecutor:
     """Runs batches in this process (workers == 1): same code path, no pool overhead."""
 
@@ -115,6 +130,19 @@ class _InlineExecutor:
         fut: Future = Future()
         fut.set_result(fn(*args))
         return fut
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass
+
+
+class _ExternalExecutor:
+    """Batches through a caller's `submit` (see `prepare_corpus`), as `process_batch` calls."""
+
+    def __init__(self, submit: Callable[..., Any], settings: tuple[str, int, bool]) -> None:
+        self._submit, self._settings = submit, settings
+
+    def submit(self, fn, source: str, docs) -> Any:
+        return self._submit(process_batch, self._settings, source, docs)
 
     def shutdown(self, cancel_futures: bool = False) -> None:
         pass
@@ -133,8 +161,13 @@ class _Chunk:
 
 
 def prepare_corpus(cfg: PrepareCorpusConfig, progress: Callable[[Progress], None] | None = None,
-                   interval: float = 5.0) -> dict:
-    """Run the stage; returns the metrics dict (also written to `cfg.metrics_file`)."""
+                   interval: float = 5.0, submit: Callable[..., Any] | None = None) -> dict:
+    """Run the stage; returns the metrics dict (also written to `cfg.metrics_file`).
+
+    Batches of pages are cleaned and packed on `cfg.workers` spawned processes by default. An
+    orchestrator can take that work instead: `submit(process_batch, settings, source, docs)` must
+    return a future (`.result()`) of `process_batch(settings, source, docs)`, e.g. a Prefect task
+    on a Dask cluster; up to 2 x `cfg.workers` batches are in flight. The output is the same."""
     t0 = time.monotonic()
     sources = open_sources(resolve_sources(cfg.sources))
     tokenizer_json = load_tokenizer_json(cfg.tokenizer)
@@ -146,7 +179,9 @@ def prepare_corpus(cfg: PrepareCorpusConfig, progress: Callable[[Progress], None
         "keep_lists": cfg.keep_lists, "chunk_pages": cfg.chunk_pages,
     })
     workers = cfg.workers or os.cpu_count() or 1
-    if workers == 1:
+    if submit is not None:
+        executor = _ExternalExecutor(submit, (cfg.tokenizer, cfg.block_size, cfg.keep_lists))
+    elif workers == 1:
         _init_worker(tokenizer_json, cfg.block_size, cfg.keep_lists)
         executor = _InlineExecutor()
     else:

@@ -41,3 +41,26 @@ def test_build_index_on_dask_equals_the_local_run(prefect_api, blocks, retriever
     ids_a, _ = index.load_current(local_cfg.output_dir).search(queries, 10)
     ids_b, _ = index.load_current(dask_cfg.output_dir).search(queries, 10)
     assert np.array_equal(ids_a, ids_b)
+
+
+def test_prepare_corpus_on_dask_equals_the_local_run(prefect_api, tmp_path):
+    import pyarrow.parquet as pq
+
+    from flows.prepare_corpus import prepare_corpus_flow
+    from flows.runners import shard_runner
+    from realm_core.config import PrepareCorpusConfig
+    from realm_core.corpus.prepare import prepare_corpus
+    from tests.conftest import WIKI_XML
+
+    def cfg(name: str, **kw) -> PrepareCorpusConfig:
+        return PrepareCorpusConfig(sources=[str(WIKI_XML / "wikibrain" / "*"), str(WIKI_XML / "wikipedia2vec" / "*")],
+                                   output_dir=str(tmp_path / name), metrics_file=str(tmp_path / f"{name}.json"),
+                                   chunk_pages=20, **kw)
+
+    prepare_corpus(cfg("local", workers=1))
+    dask_cfg = cfg("dask", workers=2, dask_address="local")
+    result = prepare_corpus_flow.with_options(task_runner=shard_runner(2, "local"))(dask_cfg)
+    local = pq.read_table(tmp_path / "local" / "blocks.parquet")
+    distributed = pq.read_table(tmp_path / "dask" / "blocks.parquet")
+    assert result["blocks"] == local.num_rows > 300
+    assert distributed.equals(local)
