@@ -90,10 +90,13 @@ class ReuseSource:
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """float32 vectors of previous rows (each must be in a finished shard)."""
         per = self.manifest["rows_per_shard"]
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.manifest["dim"]), dtype=np.float32)
-        for j, row in enumerate(np.asarray(rows, dtype=np.int64)):
-            shard, offset = divmod(int(row), per)
+        shards, offsets = np.divmod(rows, per)
+        for shard in np.unique(shards):  # one fancy-indexed read per shard, not one per row
+            shard = int(shard)
             if shard not in self._shards:
                 self._shards[shard] = embed.load_shard(self.dir, shard, self.manifest)
-            out[j] = self._shards[shard][offset]
+            pick = shards == shard
+            out[pick] = self._shards[shard][offsets[pick]]
         return out
