@@ -28,9 +28,9 @@ from realm_core.retrieval import build_stage
 from tasks.build_index import embed_shard_task, publish_index_summary
 
 
-@flow(name="build_index", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def build_index_flow(cfg: BuildIndexConfig):
-    """Embed missing shards (as tasks), then verify them and publish the index."""
+def embed_and_index(cfg: BuildIndexConfig, progress_key: str, threads: int) -> dict | Failed:
+    """plan, every shard as an `embed_shard` task on the flow's task runner, then finish: the
+    build_index stage's work, shared with the reindex flow. Returns the metrics or a Failed state."""
     logger = get_run_logger()
     t0 = time.monotonic()
     try:
@@ -38,8 +38,7 @@ def build_index_flow(cfg: BuildIndexConfig):
     except RealmError as exc:
         return Failed(message=str(exc))
     n = manifest["n_shards"]
-    progress = create_progress_artifact(0.0, key="build-index-progress", description="build_index")
-    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    progress = create_progress_artifact(0.0, key=progress_key, description=progress_key.removesuffix("-progress"))
     futures = [embed_shard_task.submit(cfg, i, manifest, threads) for i in range(n)]
     records, rows = [], 0
     for n_done, fut in enumerate(as_completed(futures), 1):
@@ -52,9 +51,17 @@ def build_index_flow(cfg: BuildIndexConfig):
                     ", reused" if rec["reused"] else "", rows, manifest["total_rows"], rows / (time.monotonic() - t0))
         update_progress_artifact(progress, 100.0 * n_done / n)
     try:
-        metrics = build_stage.finish(cfg, records, time.monotonic() - t0, logger.info)
+        return build_stage.finish(cfg, records, time.monotonic() - t0, logger.info)
     except RealmError as exc:
         return Failed(message=str(exc))
+
+
+@flow(name="build_index", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def build_index_flow(cfg: BuildIndexConfig):
+    """Embed missing shards (as tasks), then verify them and publish the index."""
+    metrics = embed_and_index(cfg, "build-index-progress", max(1, (os.cpu_count() or 1) // cfg.workers))
+    if not isinstance(metrics, dict):
+        return metrics
     publish_index_summary(cfg, metrics)
     return {k: metrics[k] for k in ("rows", "shards_embedded", "shards_reused", "embed_blocks_per_s", "version")}
 

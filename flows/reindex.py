@@ -22,17 +22,14 @@ from pathlib import Path
 
 import flows  # noqa: F401  (offline-safe environment defaults before Prefect loads)
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import as_completed
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.build_index import embed_and_index
 from flows.cli import build_parser, load_config
 from realm_core.config import BuildIndexConfig, ReindexConfig
 from realm_core.errors import RealmError
-from realm_core.retrieval import build_stage
 from realm_core.retrieval.refresh import resolve_retriever
-from tasks.build_index import embed_shard_task
 from tasks.reindex import dvc_commit_stage, dvc_stage_status, publish_reindex_summary
 
 
@@ -62,24 +59,9 @@ def reindex_flow(overrides: list[str] | None = None, params_file: str | None = N
                                     "metrics_file": cfg.metrics_file if tracked else f"{root}/metrics.json"})
     logger.info("retriever %s -> %s (%s)", retriever, root, f"DVC stage {cfg.dvc_stage}" if tracked else "untracked by DVC")
     dvc = dvc_stage_status(cfg.dvc_stage, [build.blocks, cfg.tracked_retriever]) if tracked else {"commit": False}
-    try:
-        manifest = build_stage.plan(bcfg, logger.info)
-    except RealmError as exc:
-        return Failed(message=str(exc))
-    n = manifest["n_shards"]
-    progress = create_progress_artifact(0.0, key="reindex-progress", description="reindex")
-    futures = [embed_shard_task.submit(bcfg, i, manifest, os.cpu_count() or 1) for i in range(n)]
-    records = []
-    for n_done, fut in enumerate(as_completed(futures), 1):
-        rec = fut.result(raise_on_failure=False)
-        if fut.state.is_failed() or not isinstance(rec, dict):
-            return Failed(message=str(fut.state.message))
-        records.append(rec)
-        update_progress_artifact(progress, 100.0 * n_done / n)
-    try:
-        metrics = build_stage.finish(bcfg, records, time.monotonic() - t0, logger.info)
-    except RealmError as exc:
-        return Failed(message=str(exc))
+    metrics = embed_and_index(bcfg, "reindex-progress", os.cpu_count() or 1)
+    if not isinstance(metrics, dict):
+        return metrics
     if tracked and dvc["commit"]:
         dvc.update(dvc_commit_stage(cfg.dvc_stage))
         dvc["summary"] = f"recorded in `{cfg.dvc_stage}` (dvc status clean: {dvc['dvc_status_clean']})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,13 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from tests.conftest import ROOT, stage_env
-
-
-def sh(args: list[str], cwd: Path, env: dict, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, f"{args}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+from tests.pipeline.test_dvc_repro import sh
 
 
 def test_pipeline_flow_then_reindex_keeps_dvc_status_clean(prefect_api, tmp_path):
