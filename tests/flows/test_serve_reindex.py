@@ -3,7 +3,8 @@
 A `prefect server start` on 127.0.0.1, `python -m flows.serve` in a scratch workspace with an
 interval of a few seconds, and a separate process that loads CURRENT and searches in a loop the
 whole time. Between runs the test saves a newer retriever (what a training run does), so the
-second run re-embeds everything and swaps CURRENT under the reader's feet.
+second run re-embeds everything and swaps CURRENT under the reader's feet. Last, a
+`realm.retriever.saved` event must trigger a run through the deployment's event trigger.
 """
 
 from __future__ import annotations
@@ -121,6 +122,19 @@ def test_served_reindex_runs_on_schedule_while_a_reader_searches(workspace):
         RetrieverEmbedder.from_init("scratch", scratch_config=TINY, proj_size=16, max_doc_len=64, seed=1) \
             .save_pretrained(exports / "step_0000002")
         wait_for(lambda: completed() >= 3, 120, "two more completed reindex runs", step=1)
+
+        # A `realm.retriever.saved` event (what pretrain_ict emits) triggers a run too.
+        from prefect.events import emit_event
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": "realm.retriever.test"})
+
+        def triggered() -> bool:  # scheduled runs carry a "scheduled ..." idempotency key
+            with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["reindex"])))
+            return any(not (r.idempotency_key or "").startswith("scheduled") for r in runs)
+
+        wait_for(triggered, 90, "a reindex run triggered by the realm.retriever.saved event", step=1)
         (work / "stop").touch()
         reader.wait(timeout=30)
         seen = json.loads((work / "reader.json").read_text())
