@@ -77,8 +77,7 @@ def reindex_flow(overrides: list[str] | None = None, params_file: str | None = N
 def main(argv: list[str] | None = None) -> int:
     args = build_parser("reindex").parse_args(argv)
     try:
-        cfg = load_config("reindex", args)
-        load_configs(args.overrides, args.params)
+        cfg, _ = load_configs(args.overrides, args.params)  # both sections must validate
         resolve_retriever(cfg.retriever)  # fail fast, before a Prefect server starts
     except RealmError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ from realm_core.entities.tagging import (  # noqa: F401  (re-exported API)
     split_words,
     tag_texts,
 )
-from realm_core.errors import RealmError
+from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
 from realm_core.pretrained import load_tokenizer, resolve_pretrained
 
@@ -128,7 +128,7 @@ def train_tagger(
             label2id=label2id,
         )
     except (OSError, ValueError) as exc:
-        raise RealmError(f"tagger init '{init}': cannot load a model ({_first_line(exc)})") from None
+        raise RealmError(f"tagger init '{init}': cannot load a model ({first_line(exc)})") from None
     if case_feature:
         if getattr(model.config, "type_vocab_size", 0) < 2:
             raise RealmError(f"tagger init '{init}': case_feature needs a model with 2 token types")
@@ -315,7 +315,3 @@ def _publish_dir(src: Path, final: Path) -> None:
             final.rename(old)
     shutil.rmtree(old, ignore_errors=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from realm_core.config import DEFAULT_TOKENIZER
-from realm_core.errors import RealmError
+from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
 from realm_core.modeling.inputs import InputBuilder
 from realm_core.pretrained import load_tokenizer, resolve_pretrained
@@ -210,11 +210,11 @@ class RetrieverEmbedder(nn.Module):
         try:
             state = load_file(str(path / WEIGHTS_FILE))
         except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
-            raise RealmError(f"{path / WEIGHTS_FILE}: cannot read weights ({_first_line(exc)})") from None
+            raise RealmError(f"{path / WEIGHTS_FILE}: cannot read weights ({first_line(exc)})") from None
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise RealmError(f"{path / WEIGHTS_FILE}: weights do not fit config.json ({_first_line(exc)})") from None
+            raise RealmError(f"{path / WEIGHTS_FILE}: weights do not fit config.json ({first_line(exc)})") from None
         return model.to(device) if device is not None else model
 
     @classmethod
@@ -268,7 +268,7 @@ class RetrieverEmbedder(nn.Module):
         try:
             config = BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **settings)
         except (TypeError, ValueError) as exc:
-            raise RealmError(f"retriever scratch_config: {_first_line(exc)}") from None
+            raise RealmError(f"retriever scratch_config: {first_line(exc)}") from None
         if config.hidden_size % config.num_attention_heads:
             raise RealmError(f"retriever scratch_config: hidden_size {config.hidden_size} is not a multiple of "
                              f"num_attention_heads {config.num_attention_heads}")
@@ -283,7 +283,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     try:
         cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise RealmError(f"{path / CONFIG_FILE}: cannot read ({_first_line(exc)})") from None
+        raise RealmError(f"{path / CONFIG_FILE}: cannot read ({first_line(exc)})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise RealmError(f"{path / CONFIG_FILE}: not a retriever embedder (format {cfg.get('format')!r}, expected {FORMAT!r})"
                          if isinstance(cfg, dict) else f"{path / CONFIG_FILE}: expected a JSON object")
@@ -307,7 +307,7 @@ def _load_bert(init: str, path: str, num_layers: int | None):
     try:
         config = BertConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise RealmError(f"retriever init '{init}': cannot load a BERT config ({_first_line(exc)})") from None
+        raise RealmError(f"retriever init '{init}': cannot load a BERT config ({first_line(exc)})") from None
     if config.model_type != "bert":
         raise RealmError(f"retriever init '{init}': model_type {config.model_type!r}, expected a BERT checkpoint")
     if num_layers is not None:
@@ -320,7 +320,7 @@ def _load_bert(init: str, path: str, num_layers: int | None):
             bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=True,
                                                    output_loading_info=True)
     except (OSError, ValueError) as exc:
-        raise RealmError(f"retriever init '{init}': cannot load weights ({_first_line(exc)})") from None
+        raise RealmError(f"retriever init '{init}': cannot load weights ({first_line(exc)})") from None
     # HF's loader can leave parameters in storage that is not 64-byte aligned, and MKL then picks
     # other kernels: outputs differ in the last bits from the same weights after a save/load
     # round trip. Fresh (aligned) copies make from_init and from_pretrained bitwise consistent.
@@ -358,7 +358,3 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         model.train(was_training)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

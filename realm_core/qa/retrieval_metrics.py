@@ -87,7 +87,7 @@ def covered_questions(
         if regex_waiting:
             nfc = unicodedata.normalize("NFC", text)
             folded = fold_for_literals(nfc)
-            hits = [i for i, pats in regex_waiting.items() if any(_regex_hit(p, lit, nfc, folded) for p, lit in pats)]
+            hits = [i for i, pats in regex_waiting.items() if any(regex_hit(p, lit, nfc, folded) for p, lit in pats)]
             for i in hits:
                 covered[i] = True
                 del regex_waiting[i]
@@ -96,7 +96,9 @@ def covered_questions(
     return covered
 
 
-def _regex_hit(pattern: re.Pattern[str], literals: list[str] | None, text: str, folded: str) -> bool:
+def regex_hit(pattern: re.Pattern[str], literals: list[str] | None, text: str, folded: str) -> bool:
+    """`pattern.search(text)`, skipped when `folded` (fold_for_literals of text) holds none of the
+    pattern's `required_literals`."""
     if literals is not None and not any(lit in folded for lit in literals):
         return False
     return pattern.search(text) is not None

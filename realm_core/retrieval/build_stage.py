@@ -54,11 +54,10 @@ def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str
         raise RealmError(f"build_index.blocks: {cfg.blocks}: no such file")
     out, prev = embeddings_dir(cfg), previous_dir(cfg)
     rebuild = False
-    encoder = embed.encoder_hash(cfg.retriever)
+    encoder, corpus = embed.encoder_hash(cfg.retriever), embed.corpus_hash(cfg.blocks)
     if (out / embed.MANIFEST).is_file():
         old = embed.read_manifest(out)
-        changed = [name for name, now in (("encoder", lambda: encoder), ("corpus", lambda: embed.corpus_hash(cfg.blocks)))
-                   if old.get(f"{name}_hash") != now()]
+        changed = [name for name, now in (("encoder", encoder), ("corpus", corpus)) if old.get(f"{name}_hash") != now]
         layout = old.get("rows_per_shard") != cfg.rows_per_shard or old.get("dtype") != cfg.dtype
         if changed or layout:
             rebuild = True
@@ -72,7 +71,7 @@ def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str
     if prev.is_dir() and _prev_encoder(prev) != encoder:
         shutil.rmtree(prev, ignore_errors=True)  # another encoder's vectors are of no use
     manifest = embed.init_embeddings(cfg.blocks, cfg.retriever, out, rows_per_shard=cfg.rows_per_shard,
-                                     dtype=cfg.dtype, rebuild=rebuild)
+                                     dtype=cfg.dtype, rebuild=rebuild, hashes=(encoder, corpus))
     if incremental.load_keys(out, manifest["total_rows"]) is None:
         incremental.write_keys(out, incremental.content_keys(cfg.blocks))
     done = sum(embed.shard_record(out, i, manifest) is not None for i in range(manifest["n_shards"]))

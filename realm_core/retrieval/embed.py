@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from realm_core.errors import RealmError
+from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path, write_text_atomic
 
 FORMAT = "realm-embeddings/1"
@@ -77,10 +77,12 @@ def corpus_hash(blocks_path: str | Path) -> str:
 
 
 def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str | Path, *,
-                    rows_per_shard: int = 4096, dtype: str = "float32", rebuild: bool = False) -> dict[str, Any]:
+                    rows_per_shard: int = 4096, dtype: str = "float32", rebuild: bool = False,
+                    hashes: tuple[str, str] | None = None) -> dict[str, Any]:
     """Create (or validate and return) the manifest of `out_dir` for embedding `blocks_path` with
     the checkpoint `model_dir`. An existing manifest made with another encoder, corpus or layout
-    is a RealmError unless `rebuild`, which deletes the old shards first."""
+    is a RealmError unless `rebuild`, which deletes the old shards first. `hashes` = (encoder
+    hash, corpus hash) when the caller has just computed them (each is a full read)."""
     from realm_core.modeling.embedder import read_config  # torch/transformers only when embedding
 
     if rows_per_shard < 1:
@@ -93,7 +95,8 @@ def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str
     if total == 0:
         raise RealmError(f"{blocks_path}: empty corpus, nothing to embed")
     wanted = {
-        "format": FORMAT, "encoder_hash": encoder_hash(model_dir), "corpus_hash": corpus_hash(blocks_path),
+        "format": FORMAT, "encoder_hash": hashes[0] if hashes else encoder_hash(model_dir),
+        "corpus_hash": hashes[1] if hashes else corpus_hash(blocks_path),
         "dim": int(cfg["proj_size"]), "dtype": dtype, "rows_per_shard": rows_per_shard, "total_rows": total,
         "n_shards": -(-total // rows_per_shard),
     }
@@ -208,7 +211,7 @@ def load_shard(out_dir: str | Path, i: int, manifest: dict[str, Any] | None = No
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise RealmError(f"{path}: unreadable embedding shard ({_first_line(exc)}); delete it and its .json to re-embed") from None
+        raise RealmError(f"{path}: unreadable embedding shard ({first_line(exc)}); delete it and its .json to re-embed") from None
     if arr.shape != (rows, manifest["dim"]) or arr.dtype != np.dtype(manifest["dtype"]):
         raise RealmError(f"{path}: corrupted shard: {arr.dtype}{list(arr.shape)}, expected "
                          f"{manifest['dtype']}[{rows}, {manifest['dim']}]; delete it and its .json to re-embed")
@@ -274,7 +277,7 @@ def load_ids(out_dir: str | Path, manifest: dict[str, Any] | None = None) -> np.
     try:
         ids = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise RealmError(f"{path}: unreadable ({_first_line(exc)})") from None
+        raise RealmError(f"{path}: unreadable ({first_line(exc)})") from None
     if ids.dtype != np.int64 or ids.shape != (manifest["total_rows"],):
         raise RealmError(f"{path}: expected int64[{manifest['total_rows']}], found {ids.dtype}{list(ids.shape)}")
     return ids
@@ -288,7 +291,7 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise RealmError(f"{path}: no embedding manifest (run init_embeddings / embed_corpus first)") from None
     except (OSError, ValueError) as exc:
-        raise RealmError(f"{path}: unreadable manifest ({_first_line(exc)})") from None
+        raise RealmError(f"{path}: unreadable manifest ({first_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise RealmError(f"{path}: not an embedding manifest (expected format {FORMAT!r})")
     return manifest
@@ -341,7 +344,7 @@ def _open_blocks(path: str | Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
-        raise RealmError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise RealmError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     missing = {"block_id", "title", "text"} - set(pf.schema_arrow.names)
     if missing:
         raise RealmError(f"{path}: missing column(s) {sorted(missing)}")
@@ -368,7 +371,3 @@ def _file_sha256(path: Path) -> str:
     _update_file(digest, path)
     return digest.hexdigest()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

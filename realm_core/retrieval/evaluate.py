@@ -37,6 +37,7 @@ from realm_core.qa.retrieval_metrics import (
     covered_questions,
     fold_for_literals,
     recall_at_k,
+    regex_hit,
     required_literals,
 )
 from realm_core.retrieval import embed, index
@@ -89,8 +90,7 @@ class AnswerMatcher:
     def __call__(self, blocks: Blocks, row: int) -> bool:
         if self.regex:
             text, folded = blocks.nfc(row)
-            return any((lit is None or any(x in folded for x in lit)) and p.search(text) is not None
-                       for p, lit in self.patterns)
+            return any(regex_hit(p, lit, text, folded) for p, lit in self.patterns)
         toks = blocks.tokens(row)
         return any(contains_tokens(toks, n) for n in self.needles)
 

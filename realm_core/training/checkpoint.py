@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from realm_core.errors import RealmError
+from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path, write_text_atomic
 
 FORMAT = "realm-train-checkpoint/1"
@@ -128,11 +128,11 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
         flat = load_file(str(path / "optimizer.safetensors"), device=str(device))
         rng = load_file(str(path / "rng.safetensors"))
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
-        raise RealmError(f"{path}: cannot read checkpoint tensors ({_first_line(exc)})") from None
+        raise RealmError(f"{path}: cannot read checkpoint tensors ({first_line(exc)})") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise RealmError(f"{path}/model.safetensors: does not fit this model ({_first_line(exc)})") from None
+        raise RealmError(f"{path}/model.safetensors: does not fit this model ({first_line(exc)})") from None
 
     state: dict[int, dict[str, Any]] = {}
     for key, value in flat.items():
@@ -195,7 +195,3 @@ def clear(checkpoint_dir: str | Path) -> None:
 def _ours(checkpoint_dir: Path) -> list[Path]:
     return [p for p in checkpoint_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -219,7 +219,7 @@ def evaluate_ict(model: RetrieverEmbedder, blocks: ICTBlocks | str | Path, *, ba
     }
 
 
-def train_ict(blocks_path: str | Path, out_dir: str | Path, *, steps: int, batch_size: int, lr: float,
+def train_ict(blocks_path: str | Path | ICTBlocks, out_dir: str | Path, *, steps: int, batch_size: int, lr: float,
               init: str = SCRATCH, scratch_config: dict[str, Any] | None = None, num_layers: int | None = None,
               proj_size: int = 128, untied: bool = False, tokenizer: str = DEFAULT_TOKENIZER,
               warmup_steps: int | None = None, seed: int = 0, mask_rate: float = 0.9, max_query_len: int = 64,
@@ -236,7 +236,7 @@ def train_ict(blocks_path: str | Path, out_dir: str | Path, *, steps: int, batch
     `time_budget_s`), and is written with `save_pretrained(out_dir)` when training completes
     (also when stopped early if `export_partial`). Returns the loop's result.
     """
-    blocks = ICTBlocks(blocks_path)
+    blocks = blocks_path if isinstance(blocks_path, ICTBlocks) else ICTBlocks(blocks_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = RetrieverEmbedder.from_init(init, proj_size=proj_size, num_layers=num_layers, untied=untied,
                                         scratch_config=scratch_config, max_query_len=max_query_len,

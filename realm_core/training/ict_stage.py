@@ -63,7 +63,7 @@ def run_pretrain_ict(cfg: PretrainICTConfig, on_log: Callable[[dict[str, Any]], 
     del init_model
     info(f"untrained init saved to {cfg.init_output_dir}; ICT accuracy before training: {before}")
     result = train_ict(
-        cfg.blocks, cfg.output_dir, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        blocks, cfg.output_dir, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
         warmup_steps=None if cfg.warmup_steps < 0 else cfg.warmup_steps, mask_rate=cfg.mask_rate,
         checkpoint_dir=cfg.checkpoint_dir, checkpoint_every=cfg.checkpoint_every,
         keep_checkpoints=cfg.keep_checkpoints, resume=cfg.resume, time_budget_s=cfg.time_budget_s or None,
