@@ -126,15 +126,19 @@ def test_served_reindex_runs_on_schedule_while_a_reader_searches(workspace):
         # A `realm.retriever.saved` event (what pretrain_ict emits) triggers a run too.
         from prefect.events import emit_event
 
-        with temporary_settings({PREFECT_API_URL: api}):
-            emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": "realm.retriever.test"})
-
         def triggered() -> bool:  # scheduled runs carry a "scheduled ..." idempotency key
             with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["reindex"])))
             return any(not (r.idempotency_key or "").startswith("scheduled") for r in runs)
 
-        wait_for(triggered, 90, "a reindex run triggered by the realm.retriever.saved event", step=1)
+        def emit_then_check() -> bool:
+            # The server's trigger service loads new automations periodically; an event it sees
+            # before that is (rightly) not acted on, so on a loaded machine the test emits again.
+            with temporary_settings({PREFECT_API_URL: api}):
+                emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": "realm.retriever.test"})
+            return _eventually(triggered, 10)
+
+        wait_for(emit_then_check, 120, "a reindex run triggered by the realm.retriever.saved event", step=0)
         (work / "stop").touch()
         reader.wait(timeout=30)
         seen = json.loads((work / "reader.json").read_text())
@@ -157,6 +161,15 @@ def test_served_reindex_runs_on_schedule_while_a_reader_searches(workspace):
             log = served.stdout.read()
             if "Traceback" in log:
                 print(log[-4000:])
+
+
+def _eventually(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(1)
+    return False
 
 
 def _healthy(api: str) -> bool:
