@@ -51,6 +51,12 @@ json.dump({"seen": seen, "errors": errors, "searches": searches}, open(out, "w")
 """
 
 
+EMIT = """
+from prefect.events import emit_event
+emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": "realm.retriever.test"})
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,8 +130,6 @@ def test_served_reindex_runs_on_schedule_while_a_reader_searches(workspace):
         wait_for(lambda: completed() >= 3, 120, "two more completed reindex runs", step=1)
 
         # A `realm.retriever.saved` event (what pretrain_ict emits) triggers a run too.
-        from prefect.events import emit_event
-
         def triggered() -> bool:  # scheduled runs carry a "scheduled ..." idempotency key
             with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["reindex"])))
@@ -134,8 +138,9 @@ def test_served_reindex_runs_on_schedule_while_a_reader_searches(workspace):
         def emit_then_check() -> bool:
             # The server's trigger service loads new automations periodically; an event it sees
             # before that is (rightly) not acted on, so on a loaded machine the test emits again.
-            with temporary_settings({PREFECT_API_URL: api}):
-                emit_event(event="realm.retriever.saved", resource={"prefect.resource.id": "realm.retriever.test"})
+            # From a fresh process: this test process's events client may already be bound to
+            # the session's test-harness server (other tests emit events through it).
+            subprocess.run([sys.executable, "-c", EMIT], cwd=work, env=env, check=True, timeout=60)
             return _eventually(triggered, 10)
 
         wait_for(emit_then_check, 120, "a reindex run triggered by the realm.retriever.saved event", step=0)
