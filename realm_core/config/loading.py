@@ -1,0 +1,113 @@
+"""Loading stage configs: params files, `--set` overrides, the stage registry, field docs.
+
+Unknown sections and keys and wrong types are RealmErrors that name the file and `section.key`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from realm_core.config.base import StageConfig
+from realm_core.config.prepare_corpus import PrepareCorpusConfig
+from realm_core.config.train_tagger import TrainTaggerConfig
+from realm_core.config.tag_entities import TagEntitiesConfig
+from realm_core.config.pretrain_ict import PretrainICTConfig
+from realm_core.config.build_index import BuildIndexConfig
+from realm_core.config.evaluate_retrieval import EvaluateRetrievalConfig
+from realm_core.config.reindex import ReindexConfig
+from realm_core.errors import RealmError
+
+#: stage name -> config class. The name is the params.yaml section, dvc stage and flow module.
+STAGES: dict[str, type[StageConfig]] = {
+    "prepare_corpus": PrepareCorpusConfig,
+    "train_tagger": TrainTaggerConfig,
+    "tag_entities": TagEntitiesConfig,
+    "pretrain_ict": PretrainICTConfig,
+    "build_index": BuildIndexConfig,
+    "evaluate_retrieval": EvaluateRetrievalConfig,
+    "reindex": ReindexConfig,
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge `override` into a copy of `base`; nested dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file; a missing file, bad YAML or a non-mapping is a RealmError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RealmError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RealmError(f"{path}: invalid YAML ({_one_line(str(exc))})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RealmError(f"{path}: expected a mapping of stage sections at top level")
+    unknown = sorted(set(data) - set(STAGES))
+    if unknown:
+        raise RealmError(f"{path}: unknown section '{unknown[0]}' (known: {', '.join(STAGES)})")
+    return data
+
+
+def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides; values are parsed as YAML (`2`, `true`, `[a, b]`)."""
+    out = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise RealmError(f"--set {item!r}: expected section.key=value")
+        section, field = parts
+        if section not in STAGES:
+            raise RealmError(f"--set {item!r}: unknown section '{section}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(section, {})[field] = value
+    return out
+
+
+def load_stage_config(stage: str, params: dict[str, Any], source: str = "params.yaml") -> StageConfig:
+    """Validate the `stage` section of `params` into its config; errors name `section.key`."""
+    cls = STAGES[stage]
+    section = params.get(stage)
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise RealmError(f"{source}: section '{stage}' must be a mapping")
+    try:
+        return cls.model_validate(section)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in (stage, *err["loc"]))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise RealmError(f"{source}: {loc}: {msg}") from None
+
+
+def field_docs(cls: type[StageConfig]) -> list[tuple[str, str, Any]]:
+    """(name, doc, default) for every field, in declaration order, for --help."""
+    out = []
+    for name, info in cls.model_fields.items():
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        out.append((name, " ".join((info.description or "").split()), default))
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
