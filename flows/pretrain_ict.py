@@ -5,6 +5,12 @@
 Writes `models/ict` (trained) and `models/ict_init` (the same retriever before training). With
 `time_budget_s`, a run that runs out of time checkpoints, exits with an error line saying so and
 writes no retriever; rerunning continues from the checkpoint.
+
+    torchrun --nproc-per-node N -m flows.pretrain_ict [...]
+
+trains with DistributedDataParallel on N processes (gloo on CPU, NCCL on GPU). Rank 0 runs the
+Prefect flow (logs, artifacts, metrics, models, checkpoints); the other ranks train without
+Prefect, so one torchrun job is one flow run.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from prefect.states import Failed
 
 from flows.cli import main
 from realm_core.config import PretrainICTConfig
-from realm_core.training.ict_stage import check_inputs
+from realm_core.training.distributed import env_rank
+from realm_core.training.ict_stage import check_inputs, run_pretrain_ict
 from tasks.pretrain_ict import publish_ict_summary, train_ict_task
 
 
@@ -47,5 +54,10 @@ def _run(cfg: PretrainICTConfig):
     return state
 
 
+def _run_worker(cfg: PretrainICTConfig) -> None:
+    """A torchrun rank other than 0: train only (rank 0's flow run reports for the job)."""
+    run_pretrain_ict(cfg, info=lambda line: None)
+
+
 if __name__ == "__main__":
-    sys.exit(main("pretrain_ict", _run, check_inputs))
+    sys.exit(main("pretrain_ict", _run if env_rank() == 0 else _run_worker, check_inputs))

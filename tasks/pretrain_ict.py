@@ -10,7 +10,7 @@ from prefect.states import Failed
 
 from realm_core.config import PretrainICTConfig
 from realm_core.errors import RealmError
-from realm_core.training.ict_stage import run_pretrain_ict
+from realm_core.training.ict_stage import init_label, run_pretrain_ict
 
 
 class _Curves:
@@ -83,9 +83,12 @@ def publish_ict_summary(cfg: PretrainICTConfig, m: dict) -> None:
         return (f"| {name} | {s.get('accuracy', float('nan')):.3f} | {s.get('masked_accuracy', float('nan')):.3f} | "
                 f"{s.get('chance', float('nan')):.3f} |")
 
-    rows = ["# pretrain_ict", "", f"Retriever `{cfg.output_dir}` from init `{cfg.init}` (untrained twin: "
-            f"`{cfg.init_output_dir}`): {m['steps']} steps of {cfg.batch_size} over {m['blocks']:,} blocks in "
-            f"{m['train_seconds']} s.", "", f"Held-out ICT accuracy ({cfg.eval_batches} batches of {cfg.batch_size}, "
-            "in-batch negatives, no dropout):", "", "| model | accuracy | masked accuracy | chance |", "|---|---:|---:|---:|",
-            row("untrained init", m["before"]), row("after ICT", m.get("after", {}))]
+    rows = ["# pretrain_ict", "", f"Retriever `{cfg.output_dir}` from init `{cfg.init}` (its step-0 twin: "
+            f"`{cfg.init_output_dir}`): {m['steps']} steps of {cfg.batch_size} over {m['train_blocks']:,} training "
+            f"blocks in {m['train_seconds']} s ({m['processes']} process(es), {m['device']}, {m['precision']}).", "",
+            f"Init: {m['init_label']}.", "",
+            f"Held-out ICT accuracy ({cfg.eval_batches} batches of {cfg.batch_size // cfg.grad_accum} from the "
+            f"{m['heldout_blocks']:,} held-out blocks that training never sees; in-batch negatives, no dropout):", "",
+            "| model | accuracy | masked accuracy | chance |", "|---|---:|---:|---:|",
+            row(init_label(cfg.init).split(":")[0], m["before"]), row("after ICT", m.get("after", {}))]
     create_markdown_artifact("\n".join(rows), key="pretrain-ict-summary", description="pretrain_ict summary")

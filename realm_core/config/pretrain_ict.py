@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from realm_core.config.base import DEFAULT_TOKENIZER, StageConfig
+from realm_core.config.base import DEFAULT_TOKENIZER, DEVICE_PATTERN, PRECISION_PATTERN, StageConfig
 
 
 class PretrainICTConfig(StageConfig):
@@ -37,7 +37,26 @@ class PretrainICTConfig(StageConfig):
     """Optimizer steps."""
 
     batch_size: int = Field(default=32, ge=2)
-    """Examples per step; the other blocks of the batch are each query's negatives."""
+    """Examples per optimizer step over all processes. Each of the `grad_accum` micro-steps is an
+    in-batch set of batch_size / grad_accum examples, split evenly over the torchrun processes;
+    the other blocks of the set (from every process) are each query's negatives."""
+
+    grad_accum: int = Field(default=1, ge=1)
+    """Micro-steps per optimizer step (gradient accumulation): more examples per step in the same
+    memory, but each micro-step's in-batch negatives are only its own batch_size / grad_accum."""
+
+    heldout_fraction: float = Field(default=0.05, ge=0, lt=1)
+    """Share of blocks (chosen by block id, the same in every stage) that training never sees; the
+    ICT accuracy before/after training is scored on them."""
+
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Where training runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Under torchrun
+    with CUDA each process uses cuda:LOCAL_RANK."""
+
+    precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
+    """Compute precision of training: auto (bf16 autocast on CUDA with bf16 and on CPUs with native
+    bf16 such as AVX512-BF16, else fp32), fp32, bf16, or fp16 (CUDA only, with a gradient scaler).
+    Weights, optimizer state and the saved retriever stay float32."""
 
     lr: float = Field(default=1e-4, gt=0)
     """Peak learning rate (BERT AdamW, linear warmup then decay)."""
@@ -87,7 +106,8 @@ class PretrainICTConfig(StageConfig):
     """Steps per logged metrics window (loss, accuracies, lr, grad norm, throughput)."""
 
     eval_batches: int = Field(default=8, ge=0)
-    """Held-out ICT batches (fixed seed, no dropout) scored before and after training."""
+    """ICT batches (of batch_size / grad_accum) drawn from the held-out blocks with a fixed seed,
+    scored without dropout before and after training."""
 
     metrics_file: str = "metrics/pretrain_ict.json"
     """Final ICT accuracies (masked/unmasked) before and after training, steps, time."""

@@ -120,6 +120,16 @@ class RetrieverEmbedder(nn.Module):
         """Document embeddings [batch, proj_size] from the document tower."""
         return self.doc_tower(input_ids, attention_mask, token_type_ids)
 
+    def forward(self, queries: dict[str, torch.Tensor] | None = None,
+                documents: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(query embeddings, document embeddings) of tokenised inputs; either side may be None.
+
+        Training objectives call this rather than the towers so that DistributedDataParallel,
+        which hooks `forward`, sees every use of the weights."""
+        q = self.encode_queries(**queries) if queries is not None else None
+        d = self.encode_documents(**documents) if documents is not None else None
+        return q, d
+
     @staticmethod
     def score(queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
         """Relevance f(x, z) = q · d for every pair: [n_queries, n_documents]. No temperature."""

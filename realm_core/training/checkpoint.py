@@ -1,4 +1,4 @@
-"""Pickle-free training checkpoints for the shared loop (a generalisation of entities/checkpoint.py).
+"""Pickle-free training checkpoints for the shared loop (every model trains on it).
 
 `torch.save` pickles, and unpickling runs arbitrary code, so nothing here uses it. Layout:
 
@@ -36,6 +36,8 @@ from realm_core.io import atomic_path, write_text_atomic
 FORMAT = "realm-train-checkpoint/1"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^\.?step_(\d{7,})(\.tmp-\d+)?$")
+# The best model so far (an exported model directory, see loop.py's best_metric), one at a time.
+_BEST_DIR = re.compile(r"^\.?best_(\d{7,})(\.tmp-\d+)?$")
 
 
 def step_dir_name(step: int) -> str:
@@ -169,9 +171,10 @@ def read_latest(checkpoint_dir: str | Path) -> Path | None:
     return checkpoint_dir / name
 
 
-def publish(checkpoint_dir: str | Path, name: str, keep: int) -> None:
+def publish(checkpoint_dir: str | Path, name: str, keep: int, keep_extra: str | None = None) -> None:
     """Point `latest` at `name`, then delete all but the newest `keep` step directories (and any
-    temporary directory a killed writer left behind)."""
+    temporary directory a killed writer left behind), and every best-model directory except
+    `keep_extra` (the one the new checkpoint names)."""
     checkpoint_dir = Path(checkpoint_dir)
     write_text_atomic(checkpoint_dir / LATEST, name + "\n")
     complete = sorted((p for p in _ours(checkpoint_dir) if not p.name.startswith(".")),
@@ -179,6 +182,9 @@ def publish(checkpoint_dir: str | Path, name: str, keep: int) -> None:
     keep_names = {p.name for p in complete[-max(1, keep):]} | {name}
     for child in _ours(checkpoint_dir):
         if child.name not in keep_names:
+            shutil.rmtree(child, ignore_errors=True)
+    for child in _best_dirs(checkpoint_dir):
+        if child.name != keep_extra:
             shutil.rmtree(child, ignore_errors=True)
 
 
@@ -188,10 +194,14 @@ def clear(checkpoint_dir: str | Path) -> None:
     if not checkpoint_dir.is_dir():
         return
     (checkpoint_dir / LATEST).unlink(missing_ok=True)
-    for child in _ours(checkpoint_dir):
+    for child in _ours(checkpoint_dir) + _best_dirs(checkpoint_dir):
         shutil.rmtree(child, ignore_errors=True)
 
 
 def _ours(checkpoint_dir: Path) -> list[Path]:
     return [p for p in checkpoint_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+
+
+def _best_dirs(checkpoint_dir: Path) -> list[Path]:
+    return [p for p in checkpoint_dir.iterdir() if p.is_dir() and _BEST_DIR.match(p.name)]
 

@@ -8,6 +8,14 @@ for that epoch when the draw says "remove" (ORQA drops those examples). The bloc
 cross-entropy: logits = Q·Dᵀ, the diagonal is the target. Metrics are accuracy on the masked
 (sentence removed) and unmasked examples.
 
+Held-out blocks (`heldout.py`, a fixed ~5 % by block id) are never trained on: training draws
+from the "train" part only and the before/after accuracy is scored on the "heldout" part.
+
+Under torchrun every rank builds its share of each batch (rows rank·b/W … (rank+1)·b/W of the
+same global draw) and scores its queries against the documents of all ranks (gathered with their
+gradients, `distributed.gather_with_grad`), as ORQA and DPR do, so N processes see the same
+in-batch negatives as one process with the whole batch.
+
 Data order is reproducible and resumable: epoch e shuffles the blocks with a generator seeded
 by (seed, e), and the same generator draws every example's sentence and mask decision, so the
 stream is a pure function of (seed, position) and its position (epoch, offset) is all a
@@ -32,24 +40,36 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from realm_core import devices
 from realm_core.config import DEFAULT_TOKENIZER
 from realm_core.errors import RealmError
 from realm_core.modeling.embedder import SCRATCH, RetrieverEmbedder
 from realm_core.modeling.inputs import InputBuilder
+from realm_core.training import distributed
+from realm_core.training.heldout import held_out_mask
 from realm_core.training.loop import LoopConfig, LoopResult, train
 
 _COLUMNS = ["block_id", "title", "text", "sentence_starts"]
 
 
-class ICTBlocks:
-    """The columns ICT needs from blocks.parquet, held as Arrow arrays (compact, sliceable)."""
+PARTS = ("all", "train", "heldout")
 
-    def __init__(self, path: str | Path) -> None:
+
+class ICTBlocks:
+    """The columns ICT needs from blocks.parquet, held as Arrow arrays (compact, sliceable).
+
+    `part` keeps only the training blocks ("train"), only the held-out ones ("heldout", see
+    heldout.py) or every block ("all")."""
+
+    def __init__(self, path: str | Path, part: str = "all", heldout_fraction: float = 0.0) -> None:
+        if part not in PARTS:
+            raise RealmError(f"ICT: part must be one of {PARTS}, got {part!r}")
         path = Path(path)
         if not path.is_file():
             raise RealmError(f"{path}: blocks file not found")
@@ -59,7 +79,13 @@ class ICTBlocks:
             raise RealmError(f"{path}: cannot read ICT columns {_COLUMNS} ({exc})") from None
         if table.num_rows == 0:
             raise RealmError(f"{path}: no blocks")
-        self.path = path
+        if part != "all":
+            held = held_out_mask(table.column("block_id").to_numpy(), heldout_fraction)
+            table = table.filter(pa.array(held if part == "heldout" else ~held))
+            if table.num_rows == 0:
+                raise RealmError(f"{path}: no {part} blocks with heldout_fraction {heldout_fraction} "
+                                 f"(of {len(held)} blocks, {int(held.sum())} held out)")
+        self.path, self.part, self.heldout_fraction = path, part, heldout_fraction
         self.table = table.combine_chunks()
         self.n_sentences = pc.list_value_length(self.table.column("sentence_starts")).to_numpy(zero_copy_only=False)
         self.n_sentences = np.nan_to_num(self.n_sentences.astype(np.float64)).astype(np.int64)
@@ -100,9 +126,14 @@ class ICTStream:
     """Endless, seeded stream of ICT batches (a `BatchStream`; position = (epoch, offset))."""
 
     def __init__(self, blocks: ICTBlocks, inputs: InputBuilder, *, batch_size: int, seed: int,
-                 mask_rate: float = 0.9, max_query_len: int = 64, max_doc_len: int = 288) -> None:
+                 mask_rate: float = 0.9, max_query_len: int = 64, max_doc_len: int = 288,
+                 rank: int = 0, world_size: int = 1) -> None:
+        """`batch_size` is the in-batch set over all ranks; this rank builds its 1/world_size."""
         if batch_size < 2:
             raise RealmError(f"ICT: batch_size must be >= 2 (in-batch negatives), got {batch_size}")
+        if batch_size % world_size:
+            raise RealmError(f"ICT: in-batch size {batch_size} is not divisible by {world_size} processes")
+        self.rank, self.world_size = rank, world_size
         if not 0.0 <= mask_rate <= 1.0:
             raise RealmError(f"ICT: mask_rate must be in [0, 1], got {mask_rate}")
         self.blocks, self.inputs = blocks, inputs
@@ -137,7 +168,8 @@ class ICTStream:
         if self.offset + self.batch_size > len(rows):  # drop the epoch's ragged tail
             self.epoch, self.offset = self.epoch + 1, 0
             rows, sentence, remove = self._plan(self.epoch)
-        sl = slice(self.offset, self.offset + self.batch_size)
+        share = self.batch_size // self.world_size
+        sl = slice(self.offset + self.rank * share, self.offset + (self.rank + 1) * share)
         self.offset += self.batch_size
         return self.make_batch(rows[sl], sentence[sl], remove[sl])
 
@@ -168,14 +200,24 @@ def ict_loss(q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return F.cross_entropy(logits, torch.arange(len(q), device=logits.device)), logits
 
 
-def ict_objective(model: RetrieverEmbedder, batch: ICTBatch) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The loop's objective: loss plus accuracy on masked / unmasked examples."""
-    device = model.device
-    q = model.encode_queries(**{k: v.to(device) for k, v in batch.queries.items()})
-    d = model.encode_documents(**{k: v.to(device) for k, v in batch.documents.items()})
-    loss, logits = ict_loss(q, d)
+def ict_objective(model: torch.nn.Module, batch: ICTBatch, gather: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The loop's objective: loss plus accuracy on masked / unmasked examples.
+
+    `model` is the embedder or DDP around it; with `gather` (training under torchrun) the
+    documents of every rank are the negatives. Evaluation on one rank passes gather=False."""
+    device = next(model.parameters()).device
+    q, d = model(queries={k: v.to(device) for k, v in batch.queries.items()},
+                 documents={k: v.to(device) for k, v in batch.documents.items()})
+    rank = distributed.info() if gather else distributed.DistInfo()
+    if rank.distributed:
+        d = distributed.gather_with_grad(d)
+    # Scores and the softmax in float32 even under autocast: the logits are unscaled dot products.
+    with torch.autocast(device.type, enabled=False):
+        logits = q.float() @ d.float().transpose(0, 1)
+        target = torch.arange(len(q), device=device) + rank.rank * len(q)
+        loss = F.cross_entropy(logits, target)
     with torch.no_grad():
-        correct = (logits.argmax(dim=1) == torch.arange(len(q), device=device)).float().cpu()
+        correct = (logits.argmax(dim=1) == target).float().cpu()
         masked = batch.masked
         metrics = {
             "accuracy": correct.mean().item(),
@@ -199,7 +241,7 @@ def evaluate_ict(model: RetrieverEmbedder, blocks: ICTBlocks | str | Path, *, ba
         with torch.inference_mode():
             for _ in range(batches):
                 batch = next(stream)
-                loss, metrics = ict_objective(model, batch)
+                loss, metrics = ict_objective(model, batch, gather=False)
                 m = int(batch.masked.sum())
                 sums["loss"] += loss.item()
                 sums["correct"] += metrics["accuracy"] * batch_size
@@ -220,6 +262,7 @@ def evaluate_ict(model: RetrieverEmbedder, blocks: ICTBlocks | str | Path, *, ba
 
 
 def train_ict(blocks_path: str | Path | ICTBlocks, out_dir: str | Path, *, steps: int, batch_size: int, lr: float,
+              grad_accum: int = 1, precision: str = "fp32",
               init: str = SCRATCH, scratch_config: dict[str, Any] | None = None, num_layers: int | None = None,
               proj_size: int = 128, untied: bool = False, tokenizer: str = DEFAULT_TOKENIZER,
               warmup_steps: int | None = None, seed: int = 0, mask_rate: float = 0.9, max_query_len: int = 64,
@@ -230,6 +273,11 @@ def train_ict(blocks_path: str | Path | ICTBlocks, out_dir: str | Path, *, steps
               export_partial: bool = False) -> LoopResult:
     """Pre-train a retriever embedder with ICT on `blocks_path`; the result goes to `out_dir`.
 
+    `batch_size` is the global number of examples per optimizer step: `grad_accum` micro-steps,
+    each an in-batch set of batch_size / grad_accum examples spread over the torchrun processes
+    (a process group must already be joined, see `distributed.init_from_env`). `precision` is a
+    resolved precision ("fp32", "bf16", "fp16"); `device` "auto"/None picks CUDA when present.
+
     The embedder comes from `RetrieverEmbedder.from_init(init, ...)` (seeded by `seed`), trains
     for `steps` steps of `batch_size` in-batch examples with the shared loop (checkpoints in
     `checkpoint_dir` every `checkpoint_every` steps, `resume` "auto"/"never", a wall-clock
@@ -237,20 +285,29 @@ def train_ict(blocks_path: str | Path | ICTBlocks, out_dir: str | Path, *, steps
     (also when stopped early if `export_partial`). Returns the loop's result.
     """
     blocks = blocks_path if isinstance(blocks_path, ICTBlocks) else ICTBlocks(blocks_path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = devices.resolve_device(device)
+    rank = distributed.info()
+    if batch_size % grad_accum or (batch_size // grad_accum) % rank.world_size or batch_size // grad_accum < 2:
+        raise RealmError(f"ICT: batch_size {batch_size} must split into grad_accum {grad_accum} in-batch sets of "
+                         f">= 2 examples, each divisible by {rank.world_size} process(es)")
+    in_batch = batch_size // grad_accum
     model = RetrieverEmbedder.from_init(init, proj_size=proj_size, num_layers=num_layers, untied=untied,
                                         scratch_config=scratch_config, max_query_len=max_query_len,
                                         max_doc_len=max_doc_len, dropout=dropout, tokenizer=tokenizer,
                                         seed=seed, device=device)
-    stream = ICTStream(blocks, model.inputs, batch_size=batch_size, seed=seed, mask_rate=mask_rate,
-                       max_query_len=max_query_len, max_doc_len=max_doc_len)
+    stream = ICTStream(blocks, model.inputs, batch_size=in_batch, seed=seed, mask_rate=mask_rate,
+                       max_query_len=max_query_len, max_doc_len=max_doc_len, rank=rank.rank,
+                       world_size=rank.world_size)
     settings = {
         "objective": "ict", "init": init, "scratch_config": scratch_config, "num_layers": num_layers,
         "proj_size": proj_size, "untied": untied, "tokenizer": tokenizer, "batch_size": batch_size,
         "mask_rate": mask_rate, "max_query_len": max_query_len, "max_doc_len": max_doc_len, "dropout": dropout,
         "blocks": {"rows": len(blocks), "block_ids_sha256": blocks.fingerprint},
     }
+    if grad_accum != 1:  # a different in-batch set is a different objective
+        settings["in_batch"] = in_batch
     cfg = LoopConfig(steps=steps, lr=lr, warmup_steps=warmup_steps, seed=seed, log_every=log_every,
+                     grad_accum=grad_accum, precision=precision,
                      checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
                      time_budget_s=time_budget_s, metrics_path=str(metrics_path) if metrics_path else None,

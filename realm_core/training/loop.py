@@ -1,9 +1,10 @@
-"""The one training loop every objective uses (ICT now; REALM MLM and open-QA later).
+"""The one training loop every model uses (the tagger, ICT; REALM MLM and open-QA later).
 
-The recipe is BERT's `optimization.py` as REALM and ORQA use it: AdamW with weight decay 0.01
-except on LayerNorm weights and biases, eps 1e-6, linear warmup then linear decay to 0, global
-gradient-norm clipping at 1.0. (BERT's AdamWeightDecay skips Adam's bias correction; torch's
-AdamW applies it, which only changes the first few hundred steps' effective step size.)
+The recipe is BERT's `optimization.py` as REALM and ORQA use it (`optim.py`: AdamW, no decay on
+LayerNorm and biases, linear warmup then decay, per-prefix learning rates), global gradient-norm
+clipping at 1.0, gradient accumulation over micro-batches, bf16/fp16 autocast (fp16 with a
+gradient scaler), a periodic evaluation hook that keeps the best model by a named metric, and
+DistributedDataParallel under torchrun (`distributed.py`).
 
 An objective is a callable `(model, batch) -> (loss, metrics)`; batches come from a `BatchStream`
 (a plain `step -> batch` function works too, see `StepBatches`). Everything that decides the
@@ -19,9 +20,12 @@ dvclive; a caller that wants `dvc plots` wraps `Live.log_metric` in `on_log`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -31,9 +35,12 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import torch
 
+from realm_core import devices
 from realm_core.errors import RealmError
-from realm_core.io import write_text_atomic
+from realm_core.io import atomic_path, write_text_atomic
 from realm_core.training import checkpoint as ckpt
+from realm_core.training import distributed, optim
+from realm_core.training.optim import bert_warmup  # noqa: F401  (re-exported)
 
 Objective = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, Any]]]
 
@@ -74,7 +81,7 @@ class StepBatches:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Optimisation, checkpointing and logging settings of one training run."""
+    """Optimisation, precision, evaluation, checkpointing and logging settings of one run."""
 
     steps: int
     lr: float
@@ -83,8 +90,21 @@ class LoopConfig:
     adam_eps: float = 1e-6
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
+    # (parameter-name prefix, peak lr) pairs: their own learning rates (optim.py); others use `lr`.
+    lr_groups: tuple[tuple[str, float], ...] = ()
+    # Micro-batches per optimizer step: global batch = micro-batch x grad_accum x world size.
+    grad_accum: int = 1
+    # A resolved precision (realm_core.devices): "fp32", "bf16" (autocast) or "fp16" (autocast +
+    # a gradient scaler; CUDA only). Weights and optimizer state stay float32 either way.
+    precision: str = "fp32"
     seed: int = 0  # seeds Python, NumPy and torch (dropout) on a fresh start
     log_every: int = 10
+    # Evaluate every `eval_every` steps and at the end (0 = never); with `best_metric`, the best
+    # model so far is kept (needs `save_model`) and published to `best_output_dir` at the end.
+    eval_every: int = 0
+    best_metric: str | None = None
+    best_mode: str = "max"  # "max": higher is better; "min": lower is better
+    best_output_dir: str | None = None
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -99,45 +119,30 @@ class LoopConfig:
 
 @dataclass
 class LoopResult:
-    """What a (possibly partial) run did."""
+    """What a (possibly partial) run did. The run-level figures (`total_elapsed_s`,
+    `last_metrics`, `evals`, `best`, `resumed_at`) are carried in the checkpoint, so a call that
+    finds the run already complete reports the run that produced the model, not its own no-op."""
 
     step: int
     completed: bool
     stop_reason: str  # "completed", "time_budget", "should_stop"
     resumed_from: int | None
     elapsed_s: float  # this call
-    total_elapsed_s: float  # across resumed calls
+    total_elapsed_s: float  # training time across every call of the run
     exported: bool
     checkpoint: str | None
     last_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def bert_warmup(steps: int) -> int:
-    """REALM/ORQA's warmup rule: min(10000, max(100, steps / 10)), capped at `steps`."""
-    return min(steps, min(10_000, max(100, steps // 10)))
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"step", "metric", "value", "path"}
+    resumed_at: list[int] = field(default_factory=list)  # steps at which the run was resumed
+    trained_steps: int = 0  # optimizer steps taken by this call
 
 
 def build_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """BERT-style AdamW (no decay on LayerNorm and bias) and the linear warmup/decay schedule."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue  # frozen parts (e.g. the document tower during QA fine-tuning)
-        flat = name.lower().replace("_", "")
-        (no_decay if name.endswith("bias") or "layernorm" in flat else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-    )
-    warmup = bert_warmup(cfg.steps) if cfg.warmup_steps is None else cfg.warmup_steps
-    total = cfg.steps
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    """BERT-style AdamW (no decay on LayerNorm and bias, per-prefix lrs) and its schedule."""
+    return optim.build_optimizer(model, steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                 weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps, adam_betas=cfg.adam_betas,
+                                 lr_groups=cfg.lr_groups)
 
 
 def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | Callable[[int], Any],
@@ -145,28 +150,43 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
           on_log: Callable[[dict[str, Any]], None] | None = None,
           export: Callable[[torch.nn.Module], None] | None = None,
           after_step: Callable[[int, torch.nn.Module], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> LoopResult:
+          should_stop: Callable[[], bool] | None = None,
+          evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+          save_model: Callable[[torch.nn.Module, Path], None] | None = None) -> LoopResult:
     """Run `cfg.steps` optimizer steps of `objective` over `batches`, resumably.
 
+    Each step draws `cfg.grad_accum` micro-batches from `batches`; under torchrun every rank
+    draws its own (the stream decides what a rank's share is) and the model is wrapped in
+    DistributedDataParallel, which `objective` receives (call the model, not its submodules,
+    so DDP sees the forward). Rank 0 alone logs, evaluates, checkpoints and exports.
+
     `settings` (JSON values) are stored in every checkpoint together with the loop's own
-    optimisation settings; resuming with different values is a RealmError, because the
-    continued run would silently not be the run the checkpoint belongs to. `export(model)` runs
-    when training completes (also when a resumed run finds it already complete), e.g.
-    `model.save_pretrained(out_dir)`. `after_step(step, model)` runs after every optimizer step
+    optimisation settings; resuming with different values is a RealmError ("must") or a fresh
+    start ("auto"), because the continued run would silently not be the run the checkpoint
+    belongs to. `export(model)` runs when training completes (also when a resumed run finds it
+    already complete). `evaluate(model)` returns metrics every `eval_every` steps and at the end;
+    with `best_metric`, `save_model(model, dir)` keeps the best model, which goes to
+    `best_output_dir` at the end. `after_step(step, model)` runs after every optimizer step
     (index refresh schedules hook in here); `should_stop()` is polled after every step and, when
     true, stops like the time budget does (checkpoint, return).
     """
     t0 = time.monotonic()
-    _check(cfg)
+    _check(cfg, evaluate, save_model)
+    rank = distributed.info()
+    device = next(model.parameters()).device
     stream: BatchStream = batches if hasattr(batches, "state_dict") else StepBatches(batches)  # type: ignore[arg-type]
     optimizer, scheduler = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     all_settings = {"loop": _loop_settings(cfg), "objective": settings or {}}
-    log = _Logger(cfg, on_log)
+    log = _Logger(cfg if rank.is_main else None, on_log if rank.is_main else None)
+    run = _RunRecord(cfg)
 
-    step, resumed_from, total_before = 0, None, 0.0
+    step, resumed_from = 0, None
     latest = None
     if cfg.checkpoint_dir is not None:
-        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        if rank.is_main:
+            Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
         latest = ckpt.read_latest(cfg.checkpoint_dir) if cfg.resume != "never" else None
     if latest is not None:
         mismatch = _settings_mismatch(latest, ckpt.read_state(latest).get("settings", {}), all_settings)
@@ -175,52 +195,74 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         if mismatch:  # "auto": the checkpoint belongs to another run; this one starts over
             log.emit({"event": "restart", "reason": mismatch})
             latest = None
-    if cfg.checkpoint_dir is not None and latest is None:
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 may clear it
+    if cfg.checkpoint_dir is not None and latest is None and rank.is_main:
         ckpt.clear(cfg.checkpoint_dir)
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
-        step, resumed_from, total_before = state["step"], state["step"], state.get("total_elapsed_s", 0.0)
+        step = resumed_from = state["step"]
         stream.load_state_dict(state["data"])
+        run.load(state.get("run", {}), state.get("total_elapsed_s", 0.0))
+        log.last = dict(run.last_metrics)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if rank.distributed:  # the checkpoint holds rank 0's RNG; give the others their own stream
+            torch.manual_seed(cfg.seed * 7919 + rank.rank * 104729 + step)
         log.truncate(step)
         log.emit({"event": "resume", "step": step})
     else:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + rank.rank)
         log.reset()
 
+    trainee = _wrap_ddp(model, rank, device)
     model.train()
     reason = "completed" if step >= cfg.steps else ""
+    first_step = step
     saved_at = step if latest is not None else None
     checkpoint_path = str(latest) if latest is not None else None
     while step < cfg.steps:
-        loss, metrics = objective(model, next(stream))
-        if not torch.isfinite(loss.detach()):
-            raise RealmError(f"training: loss is {loss.item()} at step {step + 1}; lower lr or check the batch")
-        loss.backward()
+        loss_value, metrics = _accumulate(trainee, objective, stream, cfg, scaler, device, step)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        log.add({"loss": loss.item(), "grad_norm": float(grad_norm), **metrics})
+        record = {"loss": loss_value, "grad_norm": float(grad_norm), **metrics}
+        log.add(distributed.mean_over_ranks(_floats(record), device) if rank.distributed else record)
         if after_step is not None:
             after_step(step, model)
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.flush(step, scheduler.get_last_lr()[0], time.monotonic() - t0)
+        if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            run.evaluate(step, model, evaluate, save_model, rank.is_main, log)
         if step >= cfg.steps:
             reason = "completed"
-        elif cfg.time_budget_s is not None and time.monotonic() - t0 >= cfg.time_budget_s:
-            reason = "time_budget"
-        elif should_stop is not None and should_stop():
-            reason = "should_stop"
-        if cfg.checkpoint_dir is not None and (reason or step % cfg.checkpoint_every == 0):
-            total = total_before + time.monotonic() - t0
+        else:
+            out_of_time = cfg.time_budget_s is not None and time.monotonic() - t0 >= cfg.time_budget_s
+            asked = should_stop is not None and should_stop()
+            if distributed.any_rank(out_of_time, device):
+                reason = "time_budget"
+            elif distributed.any_rank(asked, device):
+                reason = "should_stop"
+        if cfg.checkpoint_dir is not None and (reason or step % cfg.checkpoint_every == 0) and rank.is_main:
+            run.total_elapsed_s = run.elapsed_before + time.monotonic() - t0
+            run.last_metrics = dict(log.last)
+            if step - first_step and first_step and first_step not in run.resumed_at:
+                run.resumed_at.append(first_step)
             path = ckpt.save_checkpoint(Path(cfg.checkpoint_dir) / ckpt.step_dir_name(step), model, optimizer,
                                         scheduler, {"step": step, "data": stream.state_dict(),
-                                                    "settings": all_settings, "total_elapsed_s": total})
-            ckpt.publish(cfg.checkpoint_dir, path.name, cfg.keep_checkpoints)
+                                                    "settings": all_settings, "total_elapsed_s": run.total_elapsed_s,
+                                                    "run": run.state(), "scaler": scaler.state_dict() if scaler else None})
+            ckpt.publish(cfg.checkpoint_dir, path.name, cfg.keep_checkpoints, keep_extra=run.best_dir_name())
             saved_at, checkpoint_path = step, str(path)
             log.emit({"event": "checkpoint", "step": step, "path": str(path)})
         if reason:
@@ -229,22 +271,143 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
     if reason != "completed":
         log.flush(step, scheduler.get_last_lr()[0], time.monotonic() - t0)
         log.emit({"event": "stop", "step": step, "reason": reason, "checkpoint_step": saved_at})
+    trained = step - first_step
+    if trained:  # a call that only found the run complete adds nothing to the run's figures
+        run.total_elapsed_s = run.elapsed_before + time.monotonic() - t0
+        run.last_metrics = dict(log.last)
+        if first_step and first_step not in run.resumed_at:
+            run.resumed_at.append(first_step)
     exported = False
-    if export is not None and (reason == "completed" or cfg.export_partial):
-        export(model)
-        exported = True
+    if reason == "completed" or cfg.export_partial:
+        if rank.is_main and export is not None:
+            export(model)
+            exported = True
+        if rank.is_main and cfg.best_metric and run.best is not None and cfg.best_output_dir:
+            publish_dir(Path(run.best["path"]), Path(cfg.best_output_dir))
+            exported = True
+    distributed.barrier()  # the exports exist before any rank goes on to read them
     elapsed = time.monotonic() - t0
     log.emit({"event": "done" if reason == "completed" else "stopped", "step": step, "elapsed_s": round(elapsed, 3)})
     return LoopResult(step=step, completed=reason == "completed", stop_reason=reason, resumed_from=resumed_from,
-                      elapsed_s=elapsed, total_elapsed_s=total_before + elapsed, exported=exported,
-                      checkpoint=checkpoint_path, last_metrics=log.last)
+                      elapsed_s=elapsed, total_elapsed_s=run.total_elapsed_s, exported=exported,
+                      checkpoint=checkpoint_path, last_metrics=dict(log.last), evals=list(run.evals),
+                      best=dict(run.best) if run.best else None, resumed_at=list(run.resumed_at),
+                      trained_steps=trained)
+
+
+def _accumulate(trainee, objective: Objective, stream, cfg: LoopConfig, scaler, device: torch.device,
+                step: int) -> tuple[float, dict[str, Any]]:
+    """Forward/backward over `grad_accum` micro-batches; the mean loss and mean metrics."""
+    losses: list[float] = []
+    sums: dict[str, list[float]] = defaultdict(list)
+    for micro in range(cfg.grad_accum):
+        # DDP all-reduces gradients on every backward unless told otherwise: only the last
+        # micro-batch of a step needs to.
+        sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 or not hasattr(trainee, "no_sync") \
+            else trainee.no_sync()
+        with sync:
+            with devices.autocast(device, cfg.precision):
+                loss, metrics = objective(trainee, next(stream))
+            if not torch.isfinite(loss.detach()):
+                raise RealmError(f"training: loss is {loss.item()} at step {step + 1}; lower lr or check the batch")
+            scaled = loss / cfg.grad_accum if cfg.grad_accum > 1 else loss
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        losses.append(loss.item())
+        for key, value in metrics.items():
+            value = value.item() if torch.is_tensor(value) else value
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                sums[key].append(float(value))
+    mean = {k: (sum(v) / len(v) if v else None) for k, v in sums.items()}
+    for key in metrics:
+        mean.setdefault(key, None)
+    return sum(losses) / len(losses), mean
+
+
+def _floats(record: dict[str, Any]) -> dict[str, float | None]:
+    return {k: (None if v is None else float(v)) for k, v in record.items()}
+
+
+def _wrap_ddp(model: torch.nn.Module, rank: distributed.DistInfo, device: torch.device) -> torch.nn.Module:
+    """The module the objective calls: DDP around `model` under torchrun, else `model` itself."""
+    if not rank.distributed or not any(p.requires_grad for p in model.parameters()):
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index if device.index is not None else rank.local_rank] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+class _RunRecord:
+    """The run-level record a checkpoint carries: time, last metrics, evaluations, best, resumes."""
+
+    def __init__(self, cfg: LoopConfig) -> None:
+        self.cfg = cfg
+        self.elapsed_before = 0.0
+        self.total_elapsed_s = 0.0
+        self.last_metrics: dict[str, float] = {}
+        self.evals: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.resumed_at: list[int] = []
+        self._scratch: str | None = None
+
+    def load(self, state: dict[str, Any], total_elapsed_s: float) -> None:
+        self.elapsed_before = self.total_elapsed_s = float(total_elapsed_s)
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        self.evals = list(state.get("evals", []))
+        self.best = state.get("best")
+        self.resumed_at = list(state.get("resumed_at", []))
+        if self.best and not Path(self.best["path"]).is_dir():
+            raise RealmError(f"{self.best['path']}: the best model this checkpoint names is missing")
+
+    def state(self) -> dict[str, Any]:
+        return {"last_metrics": self.last_metrics, "evals": self.evals, "best": self.best,
+                "resumed_at": self.resumed_at}
+
+    def best_dir_name(self) -> str | None:
+        return Path(self.best["path"]).name if self.best else None
+
+    def evaluate(self, step: int, model, evaluate, save_model, is_main: bool, log: "_Logger") -> None:
+        """Score the model (rank 0), keep it if it is the best so far."""
+        if not is_main or (self.evals and self.evals[-1]["step"] == step):
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            scores = {k: float(v) for k, v in evaluate(model).items()}
+        finally:
+            model.train(was_training)
+        record = {"step": step, **scores}
+        self.evals.append(record)
+        metric = self.cfg.best_metric
+        if metric:
+            if metric not in scores:
+                raise RealmError(f"training: evaluation returned no '{metric}' (got {', '.join(sorted(scores))})")
+            value = scores[metric]
+            better = self.best is None or (value > self.best["value"] if self.cfg.best_mode == "max"
+                                           else value < self.best["value"])
+            if better:
+                root = Path(self.cfg.checkpoint_dir) if self.cfg.checkpoint_dir else Path(self._scratch_dir())
+                path = root / f"best_{step:07d}"
+                with atomic_path(path) as tmp:
+                    save_model(model, tmp)
+                old = self.best
+                self.best = {"step": step, "metric": metric, "value": value, "path": str(path)}
+                if old and Path(old["path"]) != path and not self.cfg.checkpoint_dir:
+                    shutil.rmtree(old["path"], ignore_errors=True)
+        log.emit({"event": "eval", **record, **({"best": self.best} if self.best else {})})
+
+    def _scratch_dir(self) -> str:
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="realm-best-")
+        return self._scratch
 
 
 class _Logger:
     """Windowed metric means -> on_log + JSONL (rewritten on resume so it matches the checkpoint)."""
 
-    def __init__(self, cfg: LoopConfig, on_log: Callable[[dict[str, Any]], None] | None) -> None:
-        self.path = Path(cfg.metrics_path) if cfg.metrics_path else None
+    def __init__(self, cfg: LoopConfig | None, on_log: Callable[[dict[str, Any]], None] | None) -> None:
+        # cfg None: a rank other than 0, which counts windows but writes and reports nothing.
+        self.path = Path(cfg.metrics_path) if cfg is not None and cfg.metrics_path else None
         self.on_log = on_log
         self.window: dict[str, list[float]] = defaultdict(list)
         self.window_steps = 0
@@ -304,11 +467,13 @@ def _loop_settings(cfg: LoopConfig) -> dict[str, Any]:
     keys = ("steps", "lr", "warmup_steps", "weight_decay", "adam_eps", "adam_betas", "max_grad_norm", "seed")
     out = {k: v for k, v in asdict(cfg).items() if k in keys}
     out["adam_betas"] = list(out["adam_betas"])
+    if cfg.lr_groups:
+        out["lr_groups"] = [list(g) for g in cfg.lr_groups]
     return out
 
 
-def _check(cfg: LoopConfig) -> None:
-    for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+def _check(cfg: LoopConfig, evaluate, save_model) -> None:
+    for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise RealmError(f"training: {name} must be >= 1, got {getattr(cfg, name)}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -317,6 +482,13 @@ def _check(cfg: LoopConfig) -> None:
         raise RealmError(f"training: warmup_steps must be in [0, steps={cfg.steps}], got {cfg.warmup_steps}")
     if cfg.resume not in ("auto", "must", "never"):
         raise RealmError(f"training: resume must be 'auto', 'must' or 'never', got {cfg.resume!r}")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise RealmError(f"training: precision must be a resolved 'fp32', 'bf16' or 'fp16', got {cfg.precision!r}")
+    if cfg.eval_every < 0 or cfg.best_mode not in ("max", "min"):
+        raise RealmError(f"training: eval_every must be >= 0 and best_mode 'max' or 'min' "
+                         f"(got {cfg.eval_every}, {cfg.best_mode!r})")
+    if cfg.best_metric and (evaluate is None or save_model is None or not cfg.eval_every):
+        raise RealmError("training: best_metric needs eval_every > 0, an evaluate hook and save_model")
 
 
 def _settings_mismatch(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -328,3 +500,16 @@ def _settings_mismatch(path: Path, saved: dict[str, Any], current: dict[str, Any
             if old.get(key) != new.get(key):
                 return f"{path}: checkpoint was written with {key}={old.get(key)!r}, this run has {new.get(key)!r}"
     return None
+
+
+def publish_dir(src: Path, final: Path) -> None:
+    """Copy directory `src` to `final`, replacing it. The copy is built under a temporary name;
+    an existing `final` is moved aside just before the rename (os.replace cannot replace a
+    non-empty directory), so `final` is missing only between two renames, never half-written."""
+    old = final.with_name(f".{final.name}.old")
+    with atomic_path(final) as tmp:
+        shutil.copytree(src, tmp)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+    shutil.rmtree(old, ignore_errors=True)
