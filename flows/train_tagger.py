@@ -25,6 +25,9 @@ def train_tagger_flow(cfg: TrainTaggerConfig):
     metrics = state.result(raise_on_failure=False)
     if state.is_failed() or not isinstance(metrics, dict):
         return Failed(message=state.message)
+    if not metrics["completed"]:  # no model was written, so DVC cannot record a half-trained one
+        return Failed(message=f"train_tagger: time budget reached at step {metrics['steps']}/{cfg.max_steps}; "
+                              f"checkpoint kept in {cfg.checkpoint_dir}, rerun to continue")
     publish_tagger_summary(cfg, metrics)
     return {k: metrics[k] for k in ("test_f1", "dev_f1", "steps", "train_seconds")}
 

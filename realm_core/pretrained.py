@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from realm_core.errors import RealmError
+from realm_core.errors import RealmError, first_line
 
 PACKAGE_PREFIX = "package:"
 
@@ -61,3 +61,30 @@ def load_tokenizer_json(name: str) -> str:
         with open(candidate, encoding="utf-8") as fh:
             return fh.read()
     return load_tokenizer(name).backend_tokenizer.to_str()
+
+
+#: A tiny BERT (cf. the L-2/H-128/A-2 reader of REALM's debug launcher); override any key.
+SCRATCH_DEFAULTS = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}
+_SCRATCH_ALIASES = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
+                    "intermediate": "intermediate_size"}
+
+
+def scratch_bert_config(tokenizer, overrides: dict | None, *, max_positions: int = 512, what: str = "scratch_config",
+                        **extra):
+    """A `BertConfig` for a from-scratch BERT over `tokenizer`'s vocabulary: SCRATCH_DEFAULTS with
+    `overrides` (short names layers/hidden/heads/intermediate, or any BertConfig key) applied.
+    Bad keys or shapes are RealmErrors naming `what`."""
+    from transformers import BertConfig
+
+    settings = dict(SCRATCH_DEFAULTS)
+    for key, value in (overrides or {}).items():
+        settings[_SCRATCH_ALIASES.get(key, key)] = value
+    settings.setdefault("max_position_embeddings", max(512, max_positions))
+    try:
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **settings, **extra)
+    except (TypeError, ValueError) as exc:
+        raise RealmError(f"{what}: {first_line(exc)}") from None
+    if config.hidden_size % config.num_attention_heads:
+        raise RealmError(f"{what}: hidden_size {config.hidden_size} is not a multiple of "
+                         f"num_attention_heads {config.num_attention_heads}")
+    return config

@@ -22,7 +22,8 @@ def fine_tune_tagger(cfg: TrainTaggerConfig):
             logger.info("step %d/%d  loss %.4f  lr %.2e  %.0f s", rec["step"], cfg.max_steps, rec["loss"], rec["lr"], rec["elapsed_s"])
             update_progress_artifact(artifact_id, 100.0 * rec["step"] / cfg.max_steps)
         elif rec["event"] == "eval":
-            logger.info("step %d  dev F1 %.4f (best %.4f)", rec["step"], rec["f1"], rec["best_f1"])
+            logger.info("step %d  dev F1 %.4f (best %.4f at step %d)", rec["step"], rec["f1"], rec["best"]["value"],
+                        rec["best"]["step"])
         else:
             logger.info("%s", rec)
 
@@ -30,7 +31,8 @@ def fine_tune_tagger(cfg: TrainTaggerConfig):
         metrics = run_train_tagger(cfg, log=on_event)
     except RealmError as exc:
         return Failed(message=str(exc))
-    update_progress_artifact(artifact_id, 100.0)
+    if metrics["completed"]:
+        update_progress_artifact(artifact_id, 100.0)
     return metrics
 
 
@@ -38,7 +40,7 @@ def fine_tune_tagger(cfg: TrainTaggerConfig):
 def publish_tagger_summary(cfg: TrainTaggerConfig, m: dict) -> None:
     """Markdown artifact: per-type P/R/F1 on test and dev, training time."""
     rows = ["# train_tagger", "", f"Model: `{cfg.output_dir}` (init `{cfg.init}`), best step {m['best_step']} of {m['steps']}"
-            f"{'' if m['completed'] else ' (stopped by the time budget; rerun to resume)'}, "
+            f" ({m['device']}, {m['precision']}), "
             f"{m['train_sentences']:,} training sentences, {m['train_seconds']} s", "",
             "| split | type | precision | recall | F1 |", "|---|---|---:|---:|---:|"]
     for split in ("test", "dev"):

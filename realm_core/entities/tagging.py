@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 
+from realm_core.devices import autocast, resolve_device, resolve_precision
 from realm_core.entities.conll import chunks, entity_scores
 from realm_core.errors import RealmError
 
@@ -148,18 +149,26 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch
 
 
 class EntityTagger:
-    """A token-classification model and its tokenizer, used on words or on raw text."""
+    """A token-classification model and its tokenizer, used on words or on raw text.
 
-    def __init__(self, model, tokenizer, bf16: bool = False) -> None:
+    `precision` is the compute precision of the forward pass ("fp32", "bf16", "fp16": autocast on
+    the model's device; see `realm_core.devices`), checked against the device the model is on when
+    the tagger is made (fp16 needs CUDA; "auto" is resolved there). Tag probabilities are float32
+    whatever it is.
+    """
+
+    def __init__(self, model, tokenizer, precision: str = "fp32") -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.bf16 = bf16  # bfloat16 autocast for the forward pass (see train_tagger)
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
         self.case_feature = bool(getattr(model.config, CASE_FEATURE_KEY, False))
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None, bf16: bool = False) -> "EntityTagger":
-        """Load a tagger saved by `train_tagger` (an HF model directory with its tokenizer)."""
+    def load(cls, model_dir: str | Path, device: str | torch.device | None = None,
+             precision: str = "fp32") -> "EntityTagger":
+        """Load a tagger saved by `train_tagger` (an HF model directory with its tokenizer) onto
+        `device` ("auto"/None: CUDA when torch sees a GPU, else the CPU; "cpu", "cuda[:N]")."""
         from transformers import AutoModelForTokenClassification  # heavy import, only here
 
         from realm_core.pretrained import load_tokenizer
@@ -169,10 +178,8 @@ class EntityTagger:
             raise RealmError(f"{model_dir}: not a saved tagger (no config.json)")
         tokenizer = load_tokenizer(str(model_dir))
         model = AutoModelForTokenClassification.from_pretrained(str(model_dir))
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device).eval(), tokenizer, bf16=bf16)
+        return cls(model.to(resolve_device(device)).eval(), tokenizer, precision=precision)
 
-    @torch.inference_mode()
     def predict_words(
         self, docs: Sequence[Sequence[str]], batch_size: int = 32, max_len: int = 128
     ) -> list[list[tuple[str, float]]]:
@@ -186,22 +193,26 @@ class EntityTagger:
         best: list[dict[int, tuple[int, int, float]]] = [{} for _ in docs]  # word -> (ctx, tag, p)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         device = next(self.model.parameters()).device
-        for b in range(0, len(order), batch_size):
-            batch = [windows[i] for i in order[b:b + batch_size]]
-            ids, mask = pad_batch([w.input_ids for w in batch], self.tokenizer.pad_token_id, device)
-            extra = {}
-            if self.case_feature:  # only then: some token classifiers take no token_type_ids
-                extra["token_type_ids"] = pad_batch([w.type_ids for w in batch], 0, device)[0]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        # One autocast region around every batch, under no_grad: autocast then casts each weight
+        # once per call, not once per batch (its cast cache is off under inference_mode); for
+        # short sentence batches the per-batch casts are a visible share of a forward pass.
+        no_grad = torch.inference_mode() if self.precision == "fp32" else torch.no_grad()
+        with no_grad, autocast(device, self.precision):
+            for b in range(0, len(order), batch_size):
+                batch = [windows[i] for i in order[b:b + batch_size]]
+                ids, mask = pad_batch([w.input_ids for w in batch], self.tokenizer.pad_token_id, device)
+                extra = {}
+                if self.case_feature:  # only then: some token classifiers take no token_type_ids
+                    extra["token_type_ids"] = pad_batch([w.type_ids for w in batch], 0, device)[0]
                 logits = self.model(input_ids=ids, attention_mask=mask, **extra).logits
-            probs = torch.softmax(logits.float(), -1)
-            top_p, top_tag = probs.max(-1)
-            top_p, top_tag = top_p.cpu().tolist(), top_tag.cpu().tolist()
-            for row, w in enumerate(batch):
-                seen = best[w.doc]
-                for pos, word in enumerate(w.word_index):
-                    if word >= 0 and (word not in seen or w.context[pos] > seen[word][0]):
-                        seen[word] = (w.context[pos], top_tag[row][pos], top_p[row][pos])
+                probs = torch.softmax(logits.float(), -1)
+                top_p, top_tag = probs.max(-1)
+                top_p, top_tag = top_p.cpu().tolist(), top_tag.cpu().tolist()
+                for row, w in enumerate(batch):
+                    seen = best[w.doc]
+                    for pos, word in enumerate(w.word_index):
+                        if word >= 0 and (word not in seen or w.context[pos] > seen[word][0]):
+                            seen[word] = (w.context[pos], top_tag[row][pos], top_p[row][pos])
         self.model.train(was_training)
         out = []
         for d, words in enumerate(docs):

@@ -1,11 +1,17 @@
-"""The `train_tagger` stage: CoNLL-2003 files in, tagger directory and metrics out."""
+"""The `train_tagger` stage: CoNLL-2003 files in, tagger directory and metrics out.
+
+The training figures in the metrics (time, steps, the dev curve, the final training window) come
+from the checkpoint that the shared loop carries, so a rerun that finds training complete reports
+the run that produced the model rather than its own no-op; dev and test scores are recomputed
+from the saved model, which they describe exactly.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable
 
+from realm_core import devices
 from realm_core.config import TrainTaggerConfig
 from realm_core.entities.conll import read_conll
 from realm_core.entities.tagger import EntityTagger, TrainResult, train_tagger
@@ -23,10 +29,12 @@ def _scores(scores) -> dict[str, Any]:
 def run_train_tagger(cfg: TrainTaggerConfig, log: Callable[[dict], None] | None = None) -> dict:
     """Train (or resume), select on dev, score on test; write and return the metrics.
 
-    If the time budget stops training early, the metrics say `completed: false` and a rerun
-    continues from the checkpoint.
+    If the time budget stops training early, no model is written, the returned metrics say
+    `completed: false` (the metrics file is left as it was) and a rerun continues from the
+    checkpoint.
     """
-    t0 = time.monotonic()
+    device = devices.resolve_device(cfg.device, key="train_tagger.device")
+    precision = devices.resolve_precision(cfg.precision, device, key="train_tagger.precision")
     train = read_conll(cfg.train_file)
     dev = read_conll(cfg.dev_file)
     test = read_conll(cfg.test_file)
@@ -38,11 +46,15 @@ def run_train_tagger(cfg: TrainTaggerConfig, log: Callable[[dict], None] | None 
         train, dev, cfg.init, cfg.output_dir,
         max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         max_seq_len=cfg.max_seq_len, eval_every=cfg.eval_every, checkpoint_dir=cfg.checkpoint_dir,
-        resume=cfg.resume, time_budget_s=cfg.time_budget_s or None, warmup_ratio=cfg.warmup_ratio, bf16=cfg.bf16,
-        case_feature=cfg.case_feature, log=log,
+        resume=cfg.resume, time_budget_s=cfg.time_budget_s or None, warmup_ratio=cfg.warmup_ratio,
+        device=str(device), precision=precision, case_feature=cfg.case_feature,
+        scratch_config=dict(cfg.scratch_config) or None, tokenizer=cfg.tokenizer, log=log,
     )
-    train_seconds = time.monotonic() - t0
-    best = EntityTagger.load(cfg.output_dir, bf16=cfg.bf16)
+    run = {"best_step": result.best_step, "steps": result.step, "completed": result.completed,
+           "train_seconds": round(result.train_seconds, 1), "device": device.type, "precision": precision}
+    if not result.completed:
+        return run
+    best = EntityTagger.load(cfg.output_dir, device=str(device), precision=precision)
     dev_scores = best.evaluate(dev, batch_size=2 * cfg.batch_size, max_len=cfg.max_seq_len)
     test_scores = best.evaluate(test, batch_size=2 * cfg.batch_size, max_len=cfg.max_seq_len)
     metrics = {
@@ -50,14 +62,12 @@ def run_train_tagger(cfg: TrainTaggerConfig, log: Callable[[dict], None] | None 
         "dev_f1": round(dev_scores["overall"].f1, 4),
         "test": _scores(test_scores),
         "dev": _scores(dev_scores),
-        "best_step": result.best_step,
-        "steps": result.step,
-        "completed": result.completed,
+        **run,
+        "dev_curve": [{"step": e["step"], "f1": round(e["f1"], 4)} for e in result.evals],
+        "final_train": {k: round(float(v), 4) for k, v in result.final_train.items() if k in ("loss", "grad_norm", "lr")},
         "train_sentences": len(train),
         "dev_sentences": len(dev),
         "test_sentences": len(test),
-        "train_seconds": round(train_seconds, 1),
-        "seconds": round(time.monotonic() - t0, 1),
     }
     write_text_atomic(cfg.metrics_file, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

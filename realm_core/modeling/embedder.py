@@ -30,19 +30,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from realm_core.config import DEFAULT_TOKENIZER
+from realm_core.devices import autocast, resolve_device, resolve_precision
 from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
 from realm_core.modeling.inputs import InputBuilder
-from realm_core.pretrained import load_tokenizer, resolve_pretrained
+from realm_core.pretrained import SCRATCH_DEFAULTS, load_tokenizer, resolve_pretrained, scratch_bert_config
 
 FORMAT = "realm-retriever-embedder/1"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SCRATCH = "scratch"
-#: A tiny BERT (cf. the L-2/H-128/A-2 reader of REALM's debug launcher); override any key.
-SCRATCH_DEFAULTS = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}
-_ALIASES = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
-            "intermediate": "intermediate_size"}
 
 
 class Tower(nn.Module):
@@ -148,28 +145,40 @@ class RetrieverEmbedder(nn.Module):
     # ------------------------------------------------------------------ inference over texts
 
     def embed_queries(self, texts: Sequence[str], *, batch_size: int = 64, max_len: int | None = None,
-                      as_numpy: bool = True) -> np.ndarray | torch.Tensor:
-        """Embed query texts in eval mode without gradients: float32 [n, proj_size]."""
+                      as_numpy: bool = True, precision: str = "fp32") -> np.ndarray | torch.Tensor:
+        """Embed query texts in eval mode without gradients: float32 [n, proj_size].
+
+        `precision` is the compute precision (fp32, bf16, fp16 or auto: `realm_core.devices`);
+        the vectors are float32 whatever it is."""
         seqs = self.inputs.query_ids(texts, max_len or self.max_query_len)
-        return self._embed(self.query, seqs, [len(s) for s in seqs], batch_size, as_numpy)
+        return self._embed(self.query, seqs, [len(s) for s in seqs], batch_size, as_numpy, precision)
 
     def embed_documents(self, titles: Sequence[str], texts: Sequence[str], *, batch_size: int = 32,
-                        max_len: int | None = None, as_numpy: bool = True) -> np.ndarray | torch.Tensor:
-        """Embed (title, body) documents in eval mode without gradients: float32 [n, proj_size]."""
-        seqs, starts = self.inputs.document_ids(titles, texts, max_len or self.max_doc_len)
-        return self._embed(self.doc_tower, seqs, starts, batch_size, as_numpy)
+                        max_len: int | None = None, as_numpy: bool = True,
+                        precision: str = "fp32") -> np.ndarray | torch.Tensor:
+        """Embed (title, body) documents in eval mode without gradients: float32 [n, proj_size].
 
-    def _embed(self, tower: Tower, seqs, starts, batch_size: int, as_numpy: bool):
+        `precision` as in `embed_queries`."""
+        seqs, starts = self.inputs.document_ids(titles, texts, max_len or self.max_doc_len)
+        return self._embed(self.doc_tower, seqs, starts, batch_size, as_numpy, precision)
+
+    def _embed(self, tower: Tower, seqs, starts, batch_size: int, as_numpy: bool, precision: str):
         if batch_size < 1:
             raise RealmError(f"batch_size must be >= 1, got {batch_size}")
+        device = self.device
+        precision = resolve_precision(precision, device)
         out = torch.empty((len(seqs), self.proj_size), dtype=torch.float32)
         # Longest first, so each batch pads to similar lengths (results go back to input order).
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        with _eval_mode(self), torch.inference_mode():
+        # One autocast region around every batch, under no_grad: autocast then casts each weight
+        # once per call, not once per batch (its cast cache is off under inference_mode).
+        no_grad = torch.inference_mode() if precision == "fp32" else torch.no_grad()
+        with _eval_mode(self), no_grad, autocast(device, precision):
             for lo in range(0, len(order), batch_size):
                 rows = order[lo: lo + batch_size]
                 batch = self.inputs.pad([seqs[i] for i in rows], [starts[i] for i in rows])
-                emb = tower(**{k: v.to(self.device) for k, v in batch.items()})
+                emb = tower(**{k: v.to(device) for k, v in batch.items()})
+                # Stored and searched vectors are float32 whatever the compute precision.
                 out[torch.tensor(rows)] = emb.float().cpu()
         return out.numpy() if as_numpy else out
 
@@ -206,7 +215,8 @@ class RetrieverEmbedder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> "RetrieverEmbedder":
-        """Load a directory written by `save_pretrained`."""
+        """Load a directory written by `save_pretrained`, onto `device` ("auto", "cpu", "cuda[:N]"
+        or a torch.device; None leaves it on the CPU)."""
         from transformers import BertConfig
 
         path = Path(path)
@@ -225,7 +235,7 @@ class RetrieverEmbedder(nn.Module):
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise RealmError(f"{path / WEIGHTS_FILE}: weights do not fit config.json ({first_line(exc)})") from None
-        return model.to(device) if device is not None else model
+        return model.to(resolve_device(device)) if device is not None else model
 
     @classmethod
     def from_init(cls, init: str = SCRATCH, *, proj_size: int = 128, num_layers: int | None = None,
@@ -262,26 +272,16 @@ class RetrieverEmbedder(nn.Module):
                     model = cls(bert.config, tok, proj_size=proj_size, untied=untied, max_query_len=max_query_len,
                                 max_doc_len=max_doc_len, dropout=dropout, layer_norm_eps=layer_norm_eps,
                                 init=init, bert=bert)
-        return model.to(device) if device is not None else model
+        return model.to(resolve_device(device)) if device is not None else model
 
     @classmethod
     def _scratch(cls, tokenizer: str, num_layers: int | None, scratch_config: dict[str, Any] | None, **kw):
-        from transformers import BertConfig
-
         tok = load_tokenizer(tokenizer)
-        settings = dict(SCRATCH_DEFAULTS)
-        for key, value in (scratch_config or {}).items():
-            settings[_ALIASES.get(key, key)] = value
+        overrides = dict(scratch_config or {})
         if num_layers is not None:
-            settings["num_hidden_layers"] = num_layers
-        settings.setdefault("max_position_embeddings", max(512, kw["max_doc_len"], kw["max_query_len"]))
-        try:
-            config = BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **settings)
-        except (TypeError, ValueError) as exc:
-            raise RealmError(f"retriever scratch_config: {first_line(exc)}") from None
-        if config.hidden_size % config.num_attention_heads:
-            raise RealmError(f"retriever scratch_config: hidden_size {config.hidden_size} is not a multiple of "
-                             f"num_attention_heads {config.num_attention_heads}")
+            overrides["num_hidden_layers"] = num_layers
+        config = scratch_bert_config(tok, overrides, max_positions=max(kw["max_doc_len"], kw["max_query_len"]),
+                                     what="retriever scratch_config")
         return cls(config, tok, init=SCRATCH, **kw)
 
 

@@ -97,7 +97,9 @@ class LoopConfig:
     # A resolved precision (realm_core.devices): "fp32", "bf16" (autocast) or "fp16" (autocast +
     # a gradient scaler; CUDA only). Weights and optimizer state stay float32 either way.
     precision: str = "fp32"
-    seed: int = 0  # seeds Python, NumPy and torch (dropout) on a fresh start
+    # Seeds Python, NumPy and torch (dropout) on a fresh start; None leaves the generators as the
+    # caller set them (e.g. seeded before initialising new weights, so dropout continues that stream).
+    seed: int | None = 0
     log_every: int = 10
     # Evaluate every `eval_every` steps and at the end (0 = never); with `best_metric`, the best
     # model so far is kept (needs `save_model`) and published to `best_output_dir` at the end.
@@ -207,13 +209,14 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if rank.distributed:  # the checkpoint holds rank 0's RNG; give the others their own stream
-            torch.manual_seed(cfg.seed * 7919 + rank.rank * 104729 + step)
+            torch.manual_seed((cfg.seed or 0) * 7919 + rank.rank * 104729 + step)
         log.truncate(step)
         log.emit({"event": "resume", "step": step})
     else:
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed + rank.rank)
+        if cfg.seed is not None:
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            torch.manual_seed(cfg.seed + rank.rank)
         log.reset()
 
     trainee = _wrap_ddp(model, rank, device)
@@ -272,7 +275,9 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         log.flush(step, scheduler.get_last_lr()[0], time.monotonic() - t0)
         log.emit({"event": "stop", "step": step, "reason": reason, "checkpoint_step": saved_at})
     trained = step - first_step
-    if trained:  # a call that only found the run complete adds nothing to the run's figures
+    # A call that only found the run complete adds nothing to the run's figures; with checkpoints,
+    # the last one (written at the final step) holds them, so every later call reports the same.
+    if trained and cfg.checkpoint_dir is None:
         run.total_elapsed_s = run.elapsed_before + time.monotonic() - t0
         run.last_metrics = dict(log.last)
         if first_step and first_step not in run.resumed_at:

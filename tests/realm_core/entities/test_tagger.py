@@ -46,16 +46,22 @@ def trained(conll, tmp_path_factory):
     return result, root, events
 
 
+def losses(events) -> list[float]:
+    return [e["loss"] for e in events if e["event"] == "train"]
+
+
 def test_training_lowers_the_loss_and_selects_on_dev(trained) -> None:
     result, _, events = trained
-    assert result.completed and result.step == 30 and len(result.losses) == 30
-    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    curve = losses(events)  # eval_every 15 -> a training record every step
+    assert result.completed and result.step == 30 and len(curve) == 30
+    first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
     assert first > 1.5  # ~ln(9) with a fresh head
     assert last < 0.6 * first
     assert [e["step"] for e in result.evals] == [15, 30]
     assert result.best_f1 == max(e["f1"] for e in result.evals)
     assert result.best_step in (15, 30)
-    assert {e["event"] for e in events} == {"train", "eval"}
+    assert {"train", "eval", "checkpoint", "done"} == {e["event"] for e in events}
+    assert result.final_train["loss"] == curve[-1] and result.train_seconds > 0
 
 
 def test_saved_model_is_an_hf_directory_without_pickle(trained) -> None:
@@ -69,9 +75,9 @@ def test_saved_model_is_an_hf_directory_without_pickle(trained) -> None:
     # nothing pickle-based anywhere: neither in the model nor in the checkpoints
     for path in root.rglob("*"):
         assert path.suffix not in {".bin", ".pt", ".pth", ".pkl", ".pickle"}, path
-    latest = json.loads((root / "ckpt" / "latest.json").read_text())
-    assert latest["checkpoint"] == "ckpt-00000030"
-    assert sorted(p.name for p in (root / "ckpt").iterdir()) == sorted([*latest.values(), "latest.json"])
+    assert (root / "ckpt" / "latest").read_text().strip() == "step_0000030"
+    best = f"best_{result.best_step:07d}"  # the best model so far is kept beside the last checkpoint
+    assert sorted(p.name for p in (root / "ckpt").iterdir()) == sorted({"latest", "step_0000030", best})
 
 
 def test_case_feature_is_saved_and_used_at_inference(trained, tokenizer) -> None:
@@ -135,34 +141,48 @@ def test_tag_texts_offsets_are_exact_substrings(trained, conll) -> None:
 def test_resume_continues_at_the_right_step_and_matches_an_uninterrupted_run(conll, tmp_path) -> None:
     train, dev = conll
     kw = dict(max_steps=6, batch_size=4, lr=3e-4, seed=1, max_seq_len=48, eval_every=3)
+    straight_events = []
     straight = train_tagger(train[:40], dev[:10], out_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca",
-                            resume=False, **kw)
-    # a zero time budget stops after one step, with a checkpoint
+                            resume=False, log=straight_events.append, **kw)
+    # a zero time budget stops after one step, with a checkpoint and no model
     events = []
     part = train_tagger(train[:40], dev[:10], out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
                         resume=False, time_budget_s=0, log=events.append, **kw)
-    assert not part.completed and part.step == 1 and events[-1]["event"] == "stop"
-    assert (tmp_path / "b" / "config.json").is_file()  # best-so-far model is published anyway
+    assert not part.completed and part.step == 1 and events[-2]["event"] == "stop"
+    assert not (tmp_path / "b").exists()  # a half-trained tagger is never published
     events = []
     rest = train_tagger(train[:40], dev[:10], out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
                         resume=True, log=events.append, **kw)
-    assert events[0] == {"event": "resume", "step": 1, "best_f1": part.best_f1}
-    assert rest.completed and rest.step == 6
-    assert [e["step"] for e in rest.evals] == [1, 3, 6]
-    assert rest.losses == pytest.approx(straight.losses, rel=1e-5)
-    final_a = load_file(str(tmp_path / "ca" / "ckpt-00000006" / "model.safetensors"))
-    final_b = load_file(str(tmp_path / "cb" / "ckpt-00000006" / "model.safetensors"))
+    assert events[0] == {"event": "resume", "step": 1}
+    assert rest.completed and rest.step == 6 and (tmp_path / "b" / "config.json").is_file()
+    assert [e["step"] for e in rest.evals] == [3, 6] and rest.best_f1 == straight.best_f1
+    assert losses(events) == pytest.approx(losses(straight_events)[1:], rel=1e-5)
+    final_a = load_file(str(tmp_path / "ca" / "step_0000006" / "model.safetensors"))
+    final_b = load_file(str(tmp_path / "cb" / "step_0000006" / "model.safetensors"))
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         torch.testing.assert_close(final_a[key], final_b[key], rtol=1e-5, atol=1e-6)
-    # a finished run resumed again does nothing more
+    # a finished run resumed again trains nothing and reports the run that produced the model
     again = train_tagger(train[:40], dev[:10], out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
                          resume=True, **kw)
-    assert again.step == 6 and again.losses == rest.losses
-    # different settings cannot resume the same checkpoint
-    with pytest.raises(RealmError, match="batch_size=4, this run has 2"):
-        train_tagger(train[:40], dev[:10], out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
-                     resume=True, **{**kw, "batch_size": 2})
+    assert again.step == 6 and again.trained_steps == 0 and again.evals == rest.evals
+    assert again.train_seconds == rest.train_seconds and again.final_train == rest.final_train
+    # different settings are a new run, and the loop says why
+    events = []
+    other = train_tagger(train[:40], dev[:10], out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
+                         resume=True, log=events.append, **{**kw, "batch_size": 2})
+    assert events[0]["event"] == "restart" and "batch_size=4" in events[0]["reason"] and other.trained_steps == 6
+
+
+def test_scratch_init_trains(conll, tmp_path) -> None:
+    train, dev = conll
+    result = train_tagger(train[:40], dev[:10], init="scratch", scratch_config={"layers": 1, "hidden": 32, "heads": 2,
+                          "intermediate": 64}, out_dir=tmp_path / "m", checkpoint_dir=tmp_path / "c", max_steps=4,
+                          batch_size=4, lr=1e-3, max_seq_len=32, eval_every=2)
+    assert result.completed and EntityTagger.load(tmp_path / "m").model.config.hidden_size == 32
+    with pytest.raises(RealmError, match="tagger scratch_config"):
+        train_tagger(train[:4], dev[:2], init="scratch", scratch_config={"hidden": 30, "heads": 4},
+                     out_dir=tmp_path / "x", checkpoint_dir=tmp_path / "cx", max_steps=1, eval_every=1)
 
 
 @pytest.mark.parametrize(
@@ -227,26 +247,7 @@ def test_full_training_reaches_conll_test_f1(shared_data: Path, tmp_path: Path) 
     test = read_conll(shared_data / "conll2003" / "eng.testb")
     result = train_tagger(train, dev, out_dir=tmp_path / "model", max_steps=1300, batch_size=32,
                           lr=1e-4, seed=0, max_seq_len=128, eval_every=325,
-                          checkpoint_dir=tmp_path / "ckpt", resume=False, bf16=True)
+                          checkpoint_dir=tmp_path / "ckpt", resume=False, precision="bf16")
     assert result.completed and result.best_f1 >= 0.89
-    scores = EntityTagger.load(result.out_dir, bf16=True).evaluate(test, batch_size=64, max_len=128)
+    scores = EntityTagger.load(result.out_dir, precision="bf16").evaluate(test, batch_size=64, max_len=128)
     assert scores["overall"].f1 >= 0.85
-
-
-def test_checkpoint_pointer_errors(tmp_path: Path) -> None:
-    from realm_core.entities import checkpoint
-
-    assert checkpoint.read_latest(tmp_path) is None
-    (tmp_path / "latest.json").write_text('{"checkpoint": "ckpt-00000007"}')
-    with pytest.raises(RealmError, match="names 'ckpt-00000007', which does not exist"):
-        checkpoint.read_latest(tmp_path)
-    (tmp_path / "latest.json").write_text("{not json")
-    with pytest.raises(RealmError, match="invalid JSON"):
-        checkpoint.read_latest(tmp_path)
-    (tmp_path / "ckpt-00000007").mkdir()
-    (tmp_path / "ckpt-00000007" / "state.json").write_text('{"format": "other"}')
-    with pytest.raises(RealmError, match="unknown checkpoint format"):
-        checkpoint.load_checkpoint(tmp_path / "ckpt-00000007", torch.nn.Linear(1, 1), None, None)
-    (tmp_path / "keep.txt").write_text("not ours")
-    checkpoint.clear(tmp_path, ("ckpt-",))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -182,3 +182,104 @@ def test_step_batches_stream_position():
     other = StepBatches(lambda step: step * 10)
     other.load_state_dict(state)
     assert next(other) == 30
+
+
+def mse(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean(), {}
+
+
+def no_dropout_net() -> Net:
+    net = Net()
+    net.drop.p = 0.0
+    return net
+
+
+def test_gradient_accumulation_equals_the_whole_batch():
+    # Two micro-batches of 8 with a mean loss give the gradient of the batch of 16.
+    whole, accum = no_dropout_net(), no_dropout_net()
+    train(whole, mse, batch_at, LoopConfig(steps=3, lr=1e-2, warmup_steps=0))
+    halves = lambda step: tuple(t[(step % 2) * 8:(step % 2 + 1) * 8] for t in batch_at(step // 2))  # noqa: E731
+    result = train(accum, mse, halves, LoopConfig(steps=3, lr=1e-2, warmup_steps=0, grad_accum=2))
+    assert result.step == 3
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(accum.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_on_cpu_trains_with_float32_weights():
+    seen = []
+
+    def objective_bf16(model, batch):
+        out = model(batch[0])
+        seen.append(out.dtype)
+        return ((out.float() - batch[1]) ** 2).mean(), {}
+
+    model = no_dropout_net()
+    result = train(model, objective_bf16, batch_at, LoopConfig(steps=30, lr=1e-2, warmup_steps=0, precision="bf16",
+                                                                log_every=30))
+    assert set(seen) == {torch.bfloat16}  # the forward ran under bf16 autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert result.last_metrics["loss"] < 30.0  # it still learns: the sum target starts near 8 x var
+    with pytest.raises(RealmError, match="precision"):
+        train(Net(), mse, batch_at, LoopConfig(steps=1, lr=1e-3, precision="auto"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_on_cuda_uses_a_grad_scaler(tmp_path):
+    model = no_dropout_net().cuda()
+    cuda_batches = lambda step: tuple(t.cuda() for t in batch_at(step))  # noqa: E731
+    result = train(model, mse, cuda_batches, cfg(tmp_path, precision="fp16"))
+    assert result.completed and all(p.dtype == torch.float32 for p in model.parameters())
+    state = json.loads((tmp_path / "ckpt" / "step_0000012" / "state.json").read_text())["state"]
+    assert state["scaler"]["scale"] > 0  # the scaler's state is checkpointed for resume
+    assert train(no_dropout_net().cuda(), mse, cuda_batches, cfg(tmp_path, precision="fp16")).resumed_from == 12
+
+
+def test_eval_hook_keeps_and_exports_the_best_model(tmp_path):
+    scores = iter([0.5, 0.9, 0.7])  # best at the second evaluation (step 8)
+    saved = []
+
+    def save_model(model, path):
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)  # a temporary name, renamed into place when complete
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+        saved.append(path.name)
+
+    config = cfg(tmp_path, eval_every=4, best_metric="acc", best_output_dir=str(tmp_path / "best"))
+    model = Net()
+    snapshots = {}
+    result = train(model, objective, batch_at, config, evaluate=lambda m: {"acc": next(scores)},
+                   save_model=save_model, after_step=lambda s, m: snapshots.__setitem__(s, weights(m)))
+    assert [e["step"] for e in result.evals] == [4, 8, 12] and result.best["step"] == 8
+    assert len(saved) == 2  # at steps 4 and 8
+    exported = load_file(str(tmp_path / "best" / "model.safetensors"))
+    assert all(torch.equal(exported[k], snapshots[8][k]) for k in exported)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best_0000008", "latest", "step_0000008",
+                                                                     "step_0000012"]
+    # lower is better: the first evaluation stays best
+    losses = iter([0.5, 0.9, 0.7])
+    low = train(Net(), objective, batch_at, cfg(tmp_path / "min", eval_every=4, best_metric="loss", best_mode="min",
+                                                best_output_dir=str(tmp_path / "min_best")),
+                evaluate=lambda m: {"loss": next(losses)}, save_model=save_model)
+    assert low.best["step"] == 4 and low.best["value"] == 0.5
+    # a finished run resumed again reports the same evaluations and best, from its checkpoint
+    again = train(Net(), objective, batch_at, config, evaluate=lambda m: {"acc": 0.0}, save_model=save_model)
+    assert again.trained_steps == 0 and again.evals == result.evals and again.best == result.best
+    with pytest.raises(RealmError, match="best_metric needs"):
+        train(Net(), objective, batch_at, cfg(tmp_path / "x", best_metric="acc"))
+
+
+def test_parameter_groups_get_their_own_learning_rates():
+    model = Net()
+    config = LoopConfig(steps=10, lr=1e-3, warmup_steps=0, lr_groups=(("out.", 1e-2),))
+    optimizer, scheduler = build_optimizer(model, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["name"]: (g["lr"], sorted(names[id(p)] for p in g["params"])) for g in optimizer.param_groups}
+    assert groups == {"out./decay": (1e-2, ["out.weight"]), "out./no_decay": (1e-2, ["out.bias"]),
+                      "default/decay": (1e-3, ["inp.weight"]),
+                      "default/no_decay": (1e-3, ["inp.bias", "layer_norm.bias", "layer_norm.weight"])}
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([9e-3, 9e-3, 9e-4, 9e-4])
