@@ -67,3 +67,20 @@ def test_torchrun_resumes_from_rank_0s_checkpoint(fixed_blocks, tmp_path):
     a = load_file(str(tmp_path / "a.model/model.safetensors"))
     b = load_file(str(tmp_path / "b.model/model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_ict_trains_on_cuda(fixed_blocks, tmp_path, precision):
+    result = train_ict(fixed_blocks, tmp_path / "out", **{**GOLDEN_ARGS, "device": "cuda", "precision": precision,
+                                                          "checkpoint_dir": tmp_path / "ckpt"})
+    assert result.completed and result.last_metrics["loss"] < 3.0
+    weights = load_file(str(tmp_path / "out/model.safetensors"))
+    assert all(str(v.dtype) == "torch.float32" for v in weights.values())
+    if precision == "fp32":  # without dropout (its RNG differs by device) the GPU follows the CPU
+        no_dropout = {**GOLDEN_ARGS, "dropout": 0.0, "scratch_config": {**GOLDEN_ARGS["scratch_config"],
+                      "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+        gpu = train_ict(fixed_blocks, tmp_path / "g", **{**no_dropout, "device": "cuda"})
+        cpu = train_ict(fixed_blocks, tmp_path / "c", **no_dropout)
+        assert gpu.last_metrics["loss"] == pytest.approx(cpu.last_metrics["loss"], abs=1e-3)
