@@ -186,3 +186,43 @@ def test_ict_improves_the_package_checkpoint(blocks_path, tmp_path):
     after = evaluate_ict(RetrieverEmbedder.from_pretrained(tmp_path / "out"), blocks_path, **common)
     print("ICT from the package checkpoint:", before, after)
     assert after["masked_accuracy"] > before["masked_accuracy"] + 0.05
+
+
+def test_heldout_blocks_are_never_trained_on(blocks_path, tiny):
+    from realm_core.training.heldout import held_out_mask
+
+    train = ICTBlocks(blocks_path, part="train", heldout_fraction=0.05)
+    held = ICTBlocks(blocks_path, part="heldout", heldout_fraction=0.05)
+    every = ICTBlocks(blocks_path)
+    train_ids = set(train.table.column("block_id").to_pylist())
+    held_ids = set(held.table.column("block_id").to_pylist())
+    assert train_ids.isdisjoint(held_ids) and train_ids | held_ids == set(every.table.column("block_id").to_pylist())
+    assert 0.03 < len(held) / len(every) < 0.07
+    # The split is a function of the id alone: the same ids are held out in any order or subset.
+    ids = np.array(sorted(held_ids | set(list(train_ids)[:100])))
+    assert set(ids[held_out_mask(ids, 0.05)]) == held_ids
+    # Everything the training stream yields over two epochs comes from the training part.
+    stream = ICTStream(train, tiny.inputs, batch_size=16, seed=3, max_query_len=16, max_doc_len=48)
+    seen = set()
+    for _ in range(2 * len(train) // 16):
+        seen |= set(train.table.column("block_id").take(next(stream).rows).to_pylist())
+    assert seen and seen <= train_ids
+
+
+def test_stage_metrics_describe_the_run_that_made_the_model(blocks_path, tmp_path):
+    import json
+
+    from realm_core.config import PretrainICTConfig
+    from realm_core.training.ict_stage import run_pretrain_ict
+
+    cfg = PretrainICTConfig(blocks=str(blocks_path), init="scratch", scratch_config=TINY, proj_size=16, steps=4,
+                            batch_size=8, warmup_steps=1, max_query_len=16, max_doc_len=48, eval_batches=2,
+                            output_dir=str(tmp_path / "ict"), init_output_dir=str(tmp_path / "init"),
+                            checkpoint_dir=str(tmp_path / "ckpt"), metrics_file=str(tmp_path / "m.json"),
+                            plots_dir=str(tmp_path / "plots"), log_every=2, device="cpu", precision="fp32")
+    first = run_pretrain_ict(cfg, info=lambda line: None)
+    assert first["completed"] and first["final_train"] and first["heldout_blocks"] > 0
+    assert first["init_label"] == "scratch init (untrained BERT)"
+    saved = json.loads((tmp_path / "m.json").read_text())
+    again = run_pretrain_ict(cfg, info=lambda line: None)  # finds training complete
+    assert again == first and json.loads((tmp_path / "m.json").read_text()) == saved
