@@ -30,7 +30,8 @@ Everything runs in ONE process with `torch.set_num_threads(--threads)` (default 
 3. End to end: `salient.tag_table` on a seeded sample of `--e2e-blocks` blocks with the stage's
    default settings (includes word splitting, tokenisation, windowing, the date regex, span
    decoding and building the Arrow table), with the stage's own precision setting
-   (`TagEntitiesConfig.bf16`, bf16 autocast by default; `--no-e2e-bf16` for fp32).
+   (`TagEntitiesConfig.precision`, auto by default: bf16 autocast on this CPU; `--e2e-precision
+   fp32` for fp32).
 
 FLOPs are counted analytically on the padded batch shapes (the work the hardware does), forward
 only, counting multiply and add as 2 FLOPs:
@@ -173,8 +174,8 @@ def main() -> None:
     p.add_argument("--block-batch", type=int, default=16, help="288-wordpiece blocks per batch")
     p.add_argument("--reps", type=int, default=2, help="timed calls per batch (the fastest is kept)")
     p.add_argument("--e2e-blocks", type=int, default=500, help="blocks for the end-to-end tag_table run")
-    p.add_argument("--e2e-bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="end-to-end run under bf16 autocast or not (default: the stage's default, TagEntitiesConfig.bf16)")
+    p.add_argument("--e2e-precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="end-to-end compute precision (default: the stage's default, TagEntitiesConfig.precision)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -255,10 +256,10 @@ def main() -> None:
     # 3. end to end through the stage's code path
     e2e_rows = sorted(random.Random(args.seed + 1).sample(range(table.num_rows), min(args.e2e_blocks, table.num_rows)))
     e2e = table.take(e2e_rows).select(["block_id", "text", "sentence_starts"])
-    cfg = TagEntitiesConfig(blocks=args.blocks, tagger=name,
-                            **({} if args.e2e_bf16 is None else {"bf16": args.e2e_bf16}))
-    e2e_bf16 = getattr(cfg, "bf16", False)
-    tagger = EntityTagger(model, tokenizer, bf16=e2e_bf16)
+    cfg = TagEntitiesConfig(blocks=args.blocks, tagger=name, device="cpu",
+                            **({} if args.e2e_precision is None else {"precision": args.e2e_precision}))
+    tagger = EntityTagger(model, tokenizer, precision=cfg.precision)  # "auto" resolves on the model's device
+    e2e_bf16 = tagger.precision == "bf16"
     t = time.perf_counter()
     spans = tag_table(tagger, e2e, cfg)
     sec = time.perf_counter() - t

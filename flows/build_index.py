@@ -3,7 +3,8 @@
     python -m flows.build_index [--params FILE] [--set build_index.KEY=VALUE ...]
 
 Shards run as Prefect tasks: in this process with `workers: 1`, or on a process pool
-(`ProcessPoolTaskRunner(max_workers=workers)`) otherwise. A rerun after a kill reuses finished
+(`ProcessPoolTaskRunner(max_workers=workers)`) otherwise; `device`/`precision` are resolved once
+here and every shard task gets the resolved config. A rerun after a kill reuses finished
 shards; CURRENT moves to the new version only once it is completely written.
 """
 
@@ -34,9 +35,11 @@ def embed_and_index(cfg: BuildIndexConfig, progress_key: str, threads: int) -> d
     logger = get_run_logger()
     t0 = time.monotonic()
     try:
+        cfg = build_stage.resolve(cfg)  # once: shard tasks in other processes must not re-resolve "auto"
         manifest = build_stage.plan(cfg, logger.info)
     except RealmError as exc:
         return Failed(message=str(exc))
+    logger.info("embedding on %s in %s (vectors stored as %s)", cfg.device, cfg.precision, cfg.dtype)
     n = manifest["n_shards"]
     progress = create_progress_artifact(0.0, key=progress_key, description=progress_key.removesuffix("-progress"))
     futures = [embed_shard_task.submit(cfg, i, manifest, threads) for i in range(n)]
@@ -63,7 +66,8 @@ def build_index_flow(cfg: BuildIndexConfig):
     if not isinstance(metrics, dict):
         return metrics
     publish_index_summary(cfg, metrics)
-    return {k: metrics[k] for k in ("rows", "shards_embedded", "shards_reused", "embed_blocks_per_s", "version")}
+    return {k: metrics[k] for k in ("rows", "shards_embedded", "shards_reused", "embed_blocks_per_s", "version",
+                                    "device", "precision")}
 
 
 def preflight(cfg: BuildIndexConfig) -> None:
@@ -72,6 +76,7 @@ def preflight(cfg: BuildIndexConfig) -> None:
     if not os.path.isfile(cfg.blocks):
         raise RealmError(f"build_index.blocks: {cfg.blocks}: no such file")
     encoder_hash(cfg.retriever)  # a missing or incomplete checkpoint fails here, before Prefect starts
+    build_stage.resolve(cfg)  # so does device: cuda on a machine without one
 
 
 def _run(cfg: BuildIndexConfig):

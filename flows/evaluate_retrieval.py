@@ -1,4 +1,4 @@
-"""Flow `evaluate_retrieval`: zero-shot Recall@k on one QA dataset (BM25, untrained init, ICT).
+"""Flow `evaluate_retrieval`: zero-shot Recall@k on one QA dataset (BM25, the init before ICT, ICT).
 
     python -m flows.evaluate_retrieval [--params FILE] [--set evaluate_retrieval.dataset=wq ...]
 

@@ -31,7 +31,7 @@ from tasks.pretrain_ict import publish_ict_summary, train_ict_task
 
 @flow(name="pretrain_ict")
 def pretrain_ict_flow(cfg: PretrainICTConfig):
-    """Save the untrained init, train (resuming if possible), score ICT accuracy before/after."""
+    """Save the step-0 init, train (resuming if possible), score ICT accuracy before/after."""
     state = train_ict_task(cfg, return_state=True)
     metrics = state.result(raise_on_failure=False)
     if state.is_failed() or not isinstance(metrics, dict):

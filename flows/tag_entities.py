@@ -4,6 +4,7 @@
 
 Shards run as Prefect tasks: in this process with `workers: 1`, or on a process pool
 (`ProcessPoolTaskRunner(max_workers=workers)`) otherwise. A rerun resumes finished shards.
+`device`/`precision` are resolved once here and every shard task gets the resolved config.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ def tag_entities_flow(cfg: TagEntitiesConfig):
     logger = get_run_logger()
     t0 = time.monotonic()
     try:
+        cfg = salient.resolve(cfg)  # once: shard tasks in other processes must not re-resolve "auto"
         n_blocks, n_shards, shard_dir = salient.plan(cfg)
-        salient.load_tagger(cfg.tagger, cfg.bf16)  # fail fast on a bad tagger, before any shard runs
+        salient.load_tagger(cfg.tagger, cfg.device, cfg.precision)  # fail fast on a bad tagger, before any shard runs
     except RealmError as exc:
         return Failed(message=str(exc))
+    logger.info("tagging on %s in %s", cfg.device, cfg.precision)
     progress = create_progress_artifact(0.0, key="tag-entities-progress", description="tag_entities")
     futures = [tag_shard.submit(cfg, i, str(shard_dir)) for i in range(n_shards)]
     done_blocks = 0
@@ -51,7 +54,7 @@ def tag_entities_flow(cfg: TagEntitiesConfig):
         update_progress_artifact(progress, 100.0 * n_done / n_shards)
     metrics = salient.merge_shards(cfg, n_shards, shard_dir, time.monotonic() - t0)
     publish_spans_summary(cfg, metrics, _examples(cfg))
-    return {k: metrics[k] for k in ("spans", "blocks_with_span", "spans_per_block", "blocks_per_s")}
+    return {k: metrics[k] for k in ("spans", "blocks_with_span", "spans_per_block", "blocks_per_s", "device", "precision")}
 
 
 def _examples(cfg: TagEntitiesConfig, n: int = 8) -> list[str]:

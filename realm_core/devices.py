@@ -16,7 +16,7 @@ import contextlib
 import functools
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import torch
 
@@ -24,21 +24,24 @@ from realm_core.errors import RealmError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+StageT = TypeVar("StageT")  # a stage config (pydantic model) with `device` and `precision` fields
 
 
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """`auto`/None -> cuda if available else cpu; `cpu`, `cuda`, `cuda:N` as given (checked)."""
-    name = (device or "auto").strip()
+def resolve_device(device: str | torch.device | None = "auto", *, key: str = "device") -> torch.device:
+    """`auto`/None -> cuda if available else cpu; `cpu`, `cuda`, `cuda:N` as given (checked).
+
+    `key` names the setting in errors (e.g. "build_index.device")."""
+    name = str(device or "auto").strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise RealmError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+        raise RealmError(f"{key}: expected auto, cpu, cuda or cuda:N, got {name!r}")
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RealmError(f"device: {name!r} requested but torch sees no CUDA device")
+            raise RealmError(f"{key}: {name!r} requested but torch sees no CUDA device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RealmError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise RealmError(f"{key}: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 
@@ -57,19 +60,35 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str | None, device: torch.device | str) -> str:
-    """The concrete precision ("fp32", "bf16", "fp16") for `precision` on `device`."""
+def resolve_precision(precision: str | None, device: torch.device | str, *, key: str = "precision") -> str:
+    """The concrete precision ("fp32", "bf16", "fp16") for `precision` on `device`; resolving a
+    resolved name returns it (checked), so every layer may call this on what it is handed.
+
+    `key` names the setting in errors (e.g. "tag_entities.precision")."""
     device = torch.device(device)
     name = (precision or "auto").strip()
     if name not in PRECISIONS:
-        raise RealmError(f"precision: expected one of {', '.join(PRECISIONS)}, got {name!r}")
+        raise RealmError(f"{key}: expected one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if name == "fp16" and device.type != "cuda":
-        raise RealmError("precision: fp16 needs a CUDA device (CPU fp16 matmuls are emulated); use bf16 or fp32")
+        raise RealmError(f"{key}: fp16 needs a CUDA device (CPU fp16 matmuls are emulated); use bf16 or fp32")
     return name
+
+
+def resolve_stage(cfg: StageT, section: str) -> StageT:
+    """A copy of a stage config whose `device` and `precision` fields hold resolved values
+    ("cpu"/"cuda[:N]", "fp32"/"bf16"/"fp16").
+
+    A stage calls this once, before it hands the config to shard tasks: a task in another process
+    (a process pool, a Dask worker on another machine) must run with what the stage chose, not
+    re-resolve `auto` against its own hardware, or one index could mix precisions. Errors name
+    `<section>.device` / `<section>.precision`."""
+    device = resolve_device(cfg.device, key=f"{section}.device")
+    precision = resolve_precision(cfg.precision, device, key=f"{section}.precision")
+    return cfg.model_copy(update={"device": str(device), "precision": precision})
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -79,7 +98,13 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 @contextlib.contextmanager
 def autocast(device: torch.device | str, precision: str) -> Iterator[None]:
-    """Autocast for a resolved precision on `device` (a no-op for fp32)."""
+    """Autocast for a resolved precision on `device` (a no-op for fp32).
+
+    Inference wraps its whole batch loop in one region under `torch.no_grad()`: autocast then
+    keeps the low-precision copy of each weight until the region exits, so every weight is cast
+    once per call instead of once per batch. (Its cast cache is off under `inference_mode`. On the
+    2-core CPU of docs/benchmarks.md the saving was within noise for MiniLM; it matters more for
+    larger models and small batches.)"""
     dtype = autocast_dtype(precision)
     if dtype is None:
         yield

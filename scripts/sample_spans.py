@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="with --tagger: sentences per forward pass")
     p.add_argument("--max-len", type=int, default=128, help="with --tagger: wordpieces per window")
     p.add_argument("--threads", type=int, default=0, help="with --tagger: torch threads (0: torch default)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --tagger: run under bfloat16 autocast or not (default: the stage's default)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="with --tagger: compute precision (default: the stage's default, auto)")
     args = p.parse_args(argv)
     if args.num_blocks < 1:
         p.error("--num-blocks must be at least 1")
@@ -104,13 +104,13 @@ def spans_from_tagger(name: str, blocks_path: Path, sample, args) -> dict[int, l
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        extra = {} if args.bf16 is None else {"bf16": args.bf16}
+        extra = {} if args.precision is None else {"precision": args.precision}
         cfg = TagEntitiesConfig(blocks=str(blocks_path), tagger=name, include_dates=not args.no_dates,
                                 min_score=args.min_score, batch_size=args.batch_size, max_len=args.max_len, **extra)
     except ValueError as exc:  # pydantic validation of the settings
         raise UsageError(f"bad setting: {str(exc).splitlines()[1].strip()} ({str(exc).splitlines()[2].strip()})") from None
     try:
-        tagger = load_tagger(str(local) if local.exists() else name, cfg.bf16)
+        tagger = load_tagger(str(local) if local.exists() else name, cfg.device, cfg.precision)
     except RealmError as exc:
         raise UsageError(str(exc)) from None
     return _group(tag_table(tagger, sample.select(["block_id", "text", "sentence_starts"]), cfg).to_pylist())
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = table.take(rows)
     ids = sample.column("block_id").to_pylist()
     if args.tagger:
-        source = f"tagged now with {args.tagger}" + ("" if args.bf16 is None else f" (bf16={args.bf16})")
+        source = f"tagged now with {args.tagger}" + ("" if args.precision is None else f" ({args.precision})")
         spans = spans_from_tagger(args.tagger, blocks_path, sample, args)
     else:
         spans_path = Path(args.spans or DEFAULT_SPANS)

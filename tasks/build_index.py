@@ -29,6 +29,7 @@ def publish_index_summary(cfg: BuildIndexConfig, m: dict) -> None:
     rows = ["# build_index", "", f"Retriever `{cfg.retriever}` over `{cfg.blocks}` -> `{cfg.output_dir}`", "",
             "| | |", "|---|---|", f"| vectors | {m['rows']:,} x {m['dim']} ({m['dtype']}) |",
             f"| shards embedded / reused | {m['shards_embedded']} / {m['shards_reused']} |",
+            f"| device / compute precision | {m['device']} / {m['precision']} |",
             f"| embedding throughput | {m['embed_blocks_per_s']} blocks/s |",
             f"| index | {m['factory']}, version `{m['version']}`{' (kept: already current)' if m['version_reused'] else ''} |",
             f"| encoder / corpus hash | `{m['encoder_hash']}` / `{m['corpus_hash']}` |",

@@ -28,7 +28,9 @@ def publish_retrieval_summary(cfg: EvaluateRetrievalConfig, m: dict) -> None:
     ks = [f"recall@{k}" for k in cfg.ks]
     rows = [f"# evaluate_retrieval: {cfg.dataset} ({cfg.split})", "",
             f"{m['n_questions']:,} questions over {m['n_blocks']:,} blocks; answer coverage (ceiling) "
-            f"**{m['answer_coverage']:.3f}**", "", "| retriever | " + " | ".join(ks) + " |",
+            f"**{m['answer_coverage']:.3f}**"
+            + (f"; query towers on {m['device']} in {m['precision']}" if "device" in m else ""),
+            "", "| retriever | " + " | ".join(ks) + " |",
             "|---|" + "---:|" * len(ks)]
     rows += [f"| {n} | " + " | ".join(f"{m[n][k]:.3f}" for k in ks) + " |" for n in names]
     rows += ["", f"Retrieved blocks per question (DPR format): `{cfg.output_dir}/{cfg.dataset}/<retriever>.json`"]

@@ -63,7 +63,7 @@ class _Curves:
 
 @task(name="train_ict", cache_result_in_memory=False)
 def train_ict_task(cfg: PretrainICTConfig):
-    """Save the untrained init, then train/resume ICT; curves to the log, the UI and dvclive."""
+    """Save the step-0 init, then train/resume ICT; curves to the log, the UI and dvclive."""
     curves = _Curves(cfg)
     try:
         metrics = run_pretrain_ict(cfg, on_log=curves, info=curves.logger.info)

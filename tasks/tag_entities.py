@@ -29,7 +29,8 @@ def publish_spans_summary(cfg: TagEntitiesConfig, m: dict, examples: list[str]) 
     """Markdown artifact: spans per label, blocks with at least one span, examples."""
     rows = ["# tag_entities", "", f"Output: `{cfg.output_dir}/{salient.SPANS_FILE}` — {m['spans']:,} spans over "
             f"{m['blocks']:,} blocks ({m['spans_per_block']} per block; {m['blocks_with_span']:,} blocks, "
-            f"{100 * m['blocks_with_span_share']:.1f}%, have at least one), {m['blocks_per_s']} blocks/s", "",
+            f"{100 * m['blocks_with_span_share']:.1f}%, have at least one), {m['blocks_per_s']} blocks/s "
+            f"on {m['device']} in {m['precision']}", "",
             "| label | spans |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in m["spans_per_label"].items()],
             "", "## Examples", "", *[f"- {e}" for e in examples]]
     create_markdown_artifact("\n".join(rows), key="tag-entities-summary", description="tag_entities summary")

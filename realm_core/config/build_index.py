@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from realm_core.config.base import StageConfig
+from realm_core.config.base import DEVICE_PATTERN, PRECISION_PATTERN, StageConfig
 
 
 class BuildIndexConfig(StageConfig):
@@ -26,7 +26,20 @@ class BuildIndexConfig(StageConfig):
     """Blocks per forward pass."""
 
     dtype: str = Field(default="float32", pattern="^(float32|float16)$")
-    """Stored embedding dtype (the index itself is float32)."""
+    """Stored embedding dtype (the index itself is float32). Not the compute precision: see
+    `precision`."""
+
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Where the document tower runs: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or
+    cuda:N. Resolved once per run; every shard task (process pool, Dask worker) gets the resolved
+    one."""
+
+    precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
+    """Compute precision of the document tower: auto (bf16 on CUDA with bf16 support and on CPUs
+    with native bf16, AVX512-BF16/AMX; fp16 on older GPUs; else fp32), fp32, bf16 (autocast) or fp16
+    (autocast, CUDA only). Vectors are written float32 (or `dtype`) whatever it is. Resolved once
+    per run and recorded in the manifest: shards embedded in another precision are re-embedded,
+    never mixed in."""
 
     workers: int = Field(default=1, ge=1)
     """Shard tasks at once: 1 runs them in this process; more use a process pool, each with

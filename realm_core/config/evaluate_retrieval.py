@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from realm_core.config.base import StageConfig
+from realm_core.config.base import DEVICE_PATTERN, PRECISION_PATTERN, StageConfig
 
 
 class RetrieverSpec(BaseModel):
@@ -45,6 +45,16 @@ class EvaluateRetrievalConfig(StageConfig):
 
     query_batch_size: int = Field(default=64, ge=1)
     """Questions per query-tower forward pass."""
+
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Where the query towers run: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or
+    cuda:N. Recorded (resolved) in the metrics file."""
+
+    precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
+    """Compute precision of the query towers: auto (bf16 on CUDA with bf16 support and on CPUs with
+    native bf16, AVX512-BF16/AMX; fp16 on older GPUs; else fp32), fp32, bf16 (autocast) or fp16
+    (autocast, CUDA only). Query vectors are float32 either way; it need not match the precision
+    the index was built in. Recorded (resolved) in the metrics file."""
 
     ctxs: int = Field(default=10, ge=0)
     """Retrieved blocks per question written to the DPR-style JSON files."""

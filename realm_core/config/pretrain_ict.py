@@ -15,7 +15,9 @@ class PretrainICTConfig(StageConfig):
 
     init: str = DEFAULT_TOKENIZER
     """Where the embedder starts: "scratch" (a small BERT, see `scratch_config`), package:<module>,
-    a local BERT directory, a hub name such as bert-base-uncased, or a saved retriever directory."""
+    a local BERT directory, a hub name such as bert-base-uncased, or a saved retriever directory.
+    The default, the packaged all-MiniLM-L6-v2, is not untrained: it was trained contrastively on
+    question-passage pairs (NQ-train, SQuAD, TriviaQA among them)."""
 
     num_layers: int = Field(default=0, ge=0)
     """Keep only the first N transformer layers of a pretrained init (0 = all)."""
@@ -83,7 +85,8 @@ class PretrainICTConfig(StageConfig):
     """The trained retriever (HF-style directory: config, safetensors, tokenizer)."""
 
     init_output_dir: str = "models/ict_init"
-    """The same retriever before any ICT step: the "untrained init" baseline of evaluate_retrieval."""
+    """The same retriever before any ICT step: the init baseline of evaluate_retrieval ("MiniLM init
+    (before ICT)" by default, which is not untrained: see `init`)."""
 
     checkpoint_dir: str = "checkpoints/pretrain_ict"
     """Training checkpoints (pickle-free); a rerun resumes from the latest one (`resume: auto`)."""

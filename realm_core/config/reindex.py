@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from realm_core.config.base import StageConfig
+from realm_core.config.base import DEVICE_PATTERN, PRECISION_PATTERN, StageConfig
 
 
 class ReindexConfig(StageConfig):
@@ -33,6 +33,16 @@ class ReindexConfig(StageConfig):
 
     tracked_retriever: str = "models/ict"
     """The retriever `dvc_stage` depends on."""
+
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Where the document tower runs for reindexing (it replaces build_index.device, so a serving
+    machine can choose its own): auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda, cuda:N."""
+
+    precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
+    """Compute precision for reindexing (replaces build_index.precision): auto (bf16 on CUDA with
+    bf16 support and on CPUs with native bf16; fp16 on older GPUs; else fp32), fp32, bf16, fp16
+    (CUDA only). Blocks are copied from the previous embeddings only when those were made in the
+    same resolved precision, so changing it re-embeds every block once."""
 
     keep_versions: int = Field(default=3, ge=1)
     """Index versions kept under versions/ (the live one is never deleted)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from realm_core.config.base import StageConfig
+from realm_core.config.base import DEVICE_PATTERN, PRECISION_PATTERN, StageConfig
 
 
 class TagEntitiesConfig(StageConfig):
@@ -42,9 +42,15 @@ class TagEntitiesConfig(StageConfig):
     """Run the shard tasks on Dask: a scheduler address (tcp://host:8786), or "local" for a local
     cluster of `workers` processes; empty = no Dask (see `workers`)."""
 
-    bf16: bool = False
-    """Run the tagger under bfloat16 autocast. Off by default: on the 2-core CPU measured in
-    docs/benchmarks.md autocast was slower than fp32 for tagging (per-call weight casts)."""
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Where the tagger runs: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N.
+    Resolved once per run; every shard task (process pool, Dask worker) gets the resolved one."""
+
+    precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
+    """Compute precision of the tagger's forward pass: auto (bf16 on CUDA with bf16 support and on
+    CPUs with native bf16, AVX512-BF16/AMX; fp16 on older GPUs; else fp32), fp32, bf16 (autocast)
+    or fp16 (autocast, CUDA only). Resolved once per run and recorded in the metrics; shards tagged
+    in another precision are not reused."""
 
     metrics_file: str = "metrics/tag_entities.json"
     """Spans per label, blocks with at least one span, throughput."""

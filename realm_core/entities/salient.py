@@ -6,6 +6,11 @@ blocks; each shard is written atomically to `<output_dir>/tag_entities.work/<key
 skips finished shards (the key covers the blocks file, the tagger weights and the settings, so a
 stale shard is never reused). `tag_shard` is the unit an orchestrator runs in parallel;
 `merge_shards` writes `salient_spans.parquet`.
+
+Device and precision: `resolve` turns the config's `device`/`precision` (maybe "auto") into what
+this machine runs. The flow resolves once and hands the resolved config to every shard task, so a
+task in another process or on a Dask worker tags with the same precision; the precision is part of
+the shard key (bf16 and fp32 taggers can disagree on a borderline word) and of the metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from realm_core.config import TagEntitiesConfig
+from realm_core.devices import resolve_stage
 from realm_core.entities.dates import find_dates
 from realm_core.errors import RealmError
 from realm_core.io import atomic_path, write_text_atomic
@@ -40,8 +46,14 @@ VERSION = "tag_entities/1"
 _TAGGERS: dict[str, object] = {}  # per-process cache: shard tasks in one worker reuse the model
 
 
+def resolve(cfg: TagEntitiesConfig) -> TagEntitiesConfig:
+    """`cfg` with `device` and `precision` resolved for this machine (idempotent)."""
+    return resolve_stage(cfg, "tag_entities")
+
+
 def plan(cfg: TagEntitiesConfig) -> tuple[int, int, Path]:
     """Validate the inputs; returns (number of blocks, number of shards, shard directory)."""
+    cfg = resolve(cfg)
     blocks = Path(cfg.blocks)
     if not blocks.is_file():
         raise RealmError(f"{blocks}: no such file (run prepare_corpus first)")
@@ -66,13 +78,18 @@ def _key(cfg: TagEntitiesConfig, blocks: Path) -> str:
     if tagger.is_dir():
         weights = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(tagger.iterdir()) if p.is_file())
     ident = {"v": VERSION, "blocks": [str(blocks.resolve()), st.st_size, st.st_mtime_ns], "tagger": [cfg.tagger, weights],
-             "settings": [cfg.include_dates, cfg.min_score, cfg.max_len, cfg.shard_blocks, cfg.bf16]}
+             "settings": [cfg.include_dates, cfg.min_score, cfg.max_len, cfg.shard_blocks, cfg.precision]}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_tagger(name: str, bf16: bool = False):
-    """The tagger for `name` (cached per process); RealmError if it is not a token classifier."""
-    key = f"{name}|{bf16}"
+def load_tagger(name: str, device: str | None = None, precision: str = "fp32"):
+    """The tagger for `name` on `device` ("auto"/None: CUDA if present, else the CPU) in compute
+    precision `precision` (cached per process); RealmError if it is not a token classifier."""
+    from realm_core.devices import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
+    key = f"{name}|{dev}|{precision}"
     if key not in _TAGGERS:
         from realm_core.entities.tagging import EntityTagger
         from realm_core.pretrained import resolve_pretrained
@@ -80,7 +97,8 @@ def load_tagger(name: str, bf16: bool = False):
         path = resolve_pretrained(name)
         _check_is_classifier(path)
         try:
-            tagger = EntityTagger.load(path, bf16=bf16) if Path(path).is_dir() else _load_hub_tagger(path, bf16)
+            tagger = (EntityTagger.load(path, device=dev, precision=precision) if Path(path).is_dir()
+                      else _load_hub_tagger(path, dev, precision))
         except RealmError:
             raise
         except (OSError, ValueError) as exc:
@@ -92,13 +110,14 @@ def load_tagger(name: str, bf16: bool = False):
     return _TAGGERS[key]
 
 
-def _load_hub_tagger(name: str, bf16: bool):
+def _load_hub_tagger(name: str, device, precision: str):
     from transformers import AutoModelForTokenClassification
 
     from realm_core.entities.tagging import EntityTagger
     from realm_core.pretrained import load_tokenizer
 
-    return EntityTagger(AutoModelForTokenClassification.from_pretrained(name).eval(), load_tokenizer(name), bf16=bf16)
+    model = AutoModelForTokenClassification.from_pretrained(name).to(device).eval()
+    return EntityTagger(model, load_tokenizer(name), precision=precision)
 
 
 def _check_is_classifier(path: str) -> None:
@@ -159,14 +178,16 @@ def tag_table(tagger, table: pa.Table, cfg: TagEntitiesConfig) -> pa.Table:
 
 
 def tag_shard(cfg: TagEntitiesConfig, shard: int, shard_dir: str | Path) -> dict:
-    """Tag shard `shard` unless it is already done; returns its counts (blocks, spans)."""
+    """Tag shard `shard` unless it is already done; returns its counts (blocks, spans). `cfg`
+    should come resolved from the orchestrator (see `resolve`)."""
+    cfg = resolve(cfg)
     shard_dir = Path(shard_dir)
     marker = shard_dir / f"shard_{shard:05d}.json"
     if marker.is_file():
         return {**json.loads(marker.read_text()), "resumed": True}
     n_blocks = pq.ParquetFile(cfg.blocks).metadata.num_rows
     start, stop = shard * cfg.shard_blocks, min(n_blocks, (shard + 1) * cfg.shard_blocks)
-    table = tag_table(load_tagger(cfg.tagger, cfg.bf16), read_rows(cfg.blocks, start, stop), cfg)
+    table = tag_table(load_tagger(cfg.tagger, cfg.device, cfg.precision), read_rows(cfg.blocks, start, stop), cfg)
     shard_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(shard_dir / f"shard_{shard:05d}.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -177,6 +198,7 @@ def tag_shard(cfg: TagEntitiesConfig, shard: int, shard_dir: str | Path) -> dict
 
 def merge_shards(cfg: TagEntitiesConfig, n_shards: int, shard_dir: Path, seconds: float) -> dict:
     """Concatenate finished shards into salient_spans.parquet; returns (and writes) metrics."""
+    cfg = resolve(cfg)
     missing = [i for i in range(n_shards) if not (shard_dir / f"shard_{i:05d}.json").is_file()]
     if missing:
         raise RealmError(f"{shard_dir}: shard {missing[0]} is not finished")
@@ -198,6 +220,8 @@ def merge_shards(cfg: TagEntitiesConfig, n_shards: int, shard_dir: Path, seconds
         "spans_per_block": round(spans.num_rows / n_blocks, 2),
         "seconds": round(seconds, 2),
         "blocks_per_s": round(n_blocks / seconds, 2) if seconds else None,
+        "device": cfg.device,
+        "precision": cfg.precision,
     }
     write_text_atomic(cfg.metrics_file, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(shard_dir.parent, ignore_errors=True)

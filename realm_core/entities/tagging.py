@@ -193,9 +193,7 @@ class EntityTagger:
         best: list[dict[int, tuple[int, int, float]]] = [{} for _ in docs]  # word -> (ctx, tag, p)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
         device = next(self.model.parameters()).device
-        # One autocast region around every batch, under no_grad: autocast then casts each weight
-        # once per call, not once per batch (its cast cache is off under inference_mode); for
-        # short sentence batches the per-batch casts are a visible share of a forward pass.
+        # One autocast region around every batch, under no_grad (see realm_core.devices.autocast).
         no_grad = torch.inference_mode() if self.precision == "fp32" else torch.no_grad()
         with no_grad, autocast(device, self.precision):
             for b in range(0, len(order), batch_size):

@@ -170,8 +170,7 @@ class RetrieverEmbedder(nn.Module):
         out = torch.empty((len(seqs), self.proj_size), dtype=torch.float32)
         # Longest first, so each batch pads to similar lengths (results go back to input order).
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        # One autocast region around every batch, under no_grad: autocast then casts each weight
-        # once per call, not once per batch (its cast cache is off under inference_mode).
+        # One autocast region around every batch, under no_grad (see realm_core.devices.autocast).
         no_grad = torch.inference_mode() if precision == "fp32" else torch.no_grad()
         with _eval_mode(self), no_grad, autocast(device, precision):
             for lo in range(0, len(order), batch_size):

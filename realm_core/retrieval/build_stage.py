@@ -10,13 +10,19 @@ The stage is three steps an orchestrator can spread out: `plan` (validate inputs
 the manifest), `embed_one` for every shard (independent; any order, any process), `finish`
 (verify every shard's sha256, build the index, publish a version, write metrics).
 
-Embeddings made with another encoder or corpus are never mixed in: when the retriever or the blocks
-changed since the shards were written, `plan` starts a new embedding directory, and says so. If
-only the corpus (or the shard layout) changed, the old directory is kept aside as
-`embeddings.prev` and every new shard copies the vectors of unchanged blocks from it, so a newer
-dump costs encoder time only for the blocks that changed (`incremental.py`); it is deleted once
-the new index is published. When CURRENT already holds an index built from exactly these
+Embeddings made with another encoder, corpus or compute precision are never mixed in: when the
+retriever, the blocks or the resolved `precision` changed since the shards were written, `plan`
+starts a new embedding directory, and says so. If only the corpus (or the shard layout) changed,
+the old directory is kept aside as `embeddings.prev` and every new shard copies the vectors of
+unchanged blocks from it, so a newer dump costs encoder time only for the blocks that changed
+(`incremental.py`); it is deleted once the new index is published. When CURRENT already holds an index built from exactly these
 embeddings with the same index settings, `finish` keeps it instead of publishing an identical copy.
+
+Device and precision: `device`/`precision` may say "auto"; `resolve` turns them into what this
+machine runs ("cpu"/"cuda", "fp32"/"bf16"/"fp16") and every step resolves what it is handed, but an
+orchestrator must resolve ONCE and hand the resolved config to every shard task (flows/build_index.py
+does): a task on another machine would otherwise resolve "auto" against its own hardware. The
+manifest records the precision and `embed_one` refuses a shard task whose precision differs.
 """
 
 from __future__ import annotations
@@ -28,13 +34,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from realm_core.config import BuildIndexConfig
+from realm_core.devices import resolve_stage
 from realm_core.errors import RealmError
 from realm_core.io import write_text_atomic
 from realm_core.retrieval import embed, incremental, index
 
 EMBEDDINGS = "embeddings"
-_EMBEDDERS: dict[tuple[str, str], Any] = {}  # (path, encoder hash) -> loaded embedder, per process
-_REUSE: dict[tuple[str, str], Any] = {}  # (prev dir, encoder hash) -> ReuseSource, per process
+_EMBEDDERS: dict[tuple[str, str, str], Any] = {}  # (path, encoder hash, device) -> loaded embedder, per process
+_REUSE: dict[tuple[str, str, str], Any] = {}  # (prev dir, encoder hash, precision) -> ReuseSource, per process
+
+
+def resolve(cfg: BuildIndexConfig) -> BuildIndexConfig:
+    """`cfg` with `device` and `precision` resolved for this machine (idempotent)."""
+    return resolve_stage(cfg, "build_index")
 
 
 def embeddings_dir(cfg: BuildIndexConfig) -> Path:
@@ -50,6 +62,7 @@ def previous_dir(cfg: BuildIndexConfig) -> Path:
 def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str, Any]:
     """Validate the inputs and return the embedding manifest (fresh, resumed or rebuilt); when
     only the corpus changed, keep the old embeddings aside for reuse."""
+    cfg = resolve(cfg)
     if not Path(cfg.blocks).is_file():
         raise RealmError(f"build_index.blocks: {cfg.blocks}: no such file")
     out, prev = embeddings_dir(cfg), previous_dir(cfg)
@@ -59,19 +72,22 @@ def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str
         old = embed.read_manifest(out)
         changed = [name for name, now in (("encoder", encoder), ("corpus", corpus)) if old.get(f"{name}_hash") != now]
         layout = old.get("rows_per_shard") != cfg.rows_per_shard or old.get("dtype") != cfg.dtype
-        if changed or layout:
+        precision_changed = embed.manifest_precision(old) != cfg.precision
+        if changed or layout or precision_changed:
             rebuild = True
-            if "encoder" in changed:
-                info(f"{out}: existing embeddings were made with another encoder; re-embedding every block")
+            if "encoder" in changed or precision_changed:
+                why = "another encoder" if "encoder" in changed else f"{embed.manifest_precision(old)} precision"
+                info(f"{out}: existing embeddings were made with {why}; re-embedding every block in {cfg.precision}")
             else:
                 info(f"{out}: the {' and '.join(changed) or 'shard layout'} changed; re-embedding only blocks "
                      "whose content is new, reusing the rest")
                 shutil.rmtree(prev, ignore_errors=True)
                 out.rename(prev)
-    if prev.is_dir() and _prev_encoder(prev) != encoder:
-        shutil.rmtree(prev, ignore_errors=True)  # another encoder's vectors are of no use
+    if prev.is_dir() and _prev_identity(prev) != (encoder, cfg.precision):
+        shutil.rmtree(prev, ignore_errors=True)  # another encoder's (or precision's) vectors are of no use
     manifest = embed.init_embeddings(cfg.blocks, cfg.retriever, out, rows_per_shard=cfg.rows_per_shard,
-                                     dtype=cfg.dtype, rebuild=rebuild, hashes=(encoder, corpus))
+                                     dtype=cfg.dtype, precision=cfg.precision, device=cfg.device, rebuild=rebuild,
+                                     hashes=(encoder, corpus))
     if incremental.load_keys(out, manifest["total_rows"]) is None:
         incremental.write_keys(out, incremental.content_keys(cfg.blocks))
     done = sum(embed.shard_record(out, i, manifest) is not None for i in range(manifest["n_shards"]))
@@ -80,35 +96,38 @@ def plan(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str
     return manifest
 
 
-def _prev_encoder(prev: Path) -> str | None:
+def _prev_identity(prev: Path) -> tuple[str, str] | None:
     try:
-        return embed.read_manifest(prev)["encoder_hash"]
-    except RealmError:
+        old = embed.read_manifest(prev)
+        return old["encoder_hash"], embed.manifest_precision(old)
+    except (RealmError, KeyError):
         return None
 
 
 def embed_one(cfg: BuildIndexConfig, i: int, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Embed shard `i` unless it is done; returns its record plus `reused`."""
+    """Embed shard `i` unless it is done; returns its record plus `reused`. `cfg` should come
+    resolved from the orchestrator; a precision other than the manifest's is a RealmError."""
+    cfg = resolve(cfg)
     out = embeddings_dir(cfg)
     record = embed.shard_record(out, i, manifest)
     if record is not None:
         return {**record, "reused": True}
-    key = (str(Path(cfg.retriever).resolve()), manifest["encoder_hash"])
+    key = (str(Path(cfg.retriever).resolve()), manifest["encoder_hash"], cfg.device)
     if key not in _EMBEDDERS:
         from realm_core.modeling.embedder import RetrieverEmbedder
 
         _EMBEDDERS.clear()
-        _EMBEDDERS[key] = RetrieverEmbedder.from_pretrained(cfg.retriever)
+        _EMBEDDERS[key] = RetrieverEmbedder.from_pretrained(cfg.retriever, device=cfg.device)
     prev = previous_dir(cfg)
     reuse = None
     if prev.is_dir():
-        rkey = (str(prev.resolve()), manifest["encoder_hash"])
+        rkey = (str(prev.resolve()), manifest["encoder_hash"], cfg.precision)
         if rkey not in _REUSE:
             _REUSE.clear()
-            _REUSE[rkey] = incremental.ReuseSource(prev, manifest["encoder_hash"])
+            _REUSE[rkey] = incremental.ReuseSource(prev, manifest["encoder_hash"], cfg.precision)
         reuse = _REUSE[rkey]
     record = embed.embed_shard(i, out, embedder=_EMBEDDERS[key], batch_size=cfg.batch_size, manifest=manifest,
-                               reuse=reuse)
+                               precision=cfg.precision, reuse=reuse)
     return {**record, "reused": False}
 
 
@@ -117,12 +136,15 @@ def finish(cfg: BuildIndexConfig, records: list[dict[str, Any]], seconds: float,
     """Verify the shards, build and publish the index version (or keep an identical live one);
     write and return the metrics."""
     t0 = time.monotonic()
+    cfg = resolve(cfg)
     out = embeddings_dir(cfg)
     manifest = embed.finalize_embeddings(out, verify=True)
     params = {"nprobe": cfg.nprobe or None, "efSearch": cfg.ef_search or None}
     live = _live_meta(cfg.output_dir)
+    source = (live or {}).get("embeddings", {})
     same = (live is not None and live.get("factory") == cfg.factory and live.get("search_params") == params
-            and all(live.get("embeddings", {}).get(k) == manifest[k] for k in ("encoder_hash", "corpus_hash"))
+            and all(source.get(k) == manifest[k] for k in ("encoder_hash", "corpus_hash"))
+            and source.get("precision", "fp32") == embed.manifest_precision(manifest)
             and live.get("n") == manifest["total_rows"])
     if same:
         version = live["version"]
@@ -139,6 +161,7 @@ def finish(cfg: BuildIndexConfig, records: list[dict[str, Any]], seconds: float,
     embed_seconds = sum(r["seconds"] for r in embedded)
     metrics = {
         "rows": manifest["total_rows"], "dim": manifest["dim"], "dtype": manifest["dtype"],
+        "device": cfg.device, "precision": embed.manifest_precision(manifest),
         "shards": manifest["n_shards"], "shards_embedded": len(embedded), "shards_reused": len(records) - len(embedded),
         "rows_embedded": rows_embedded, "rows_copied": sum(r.get("reused_rows", 0) for r in embedded),
         "embed_blocks_per_s": round(rows_embedded / embed_seconds, 1) if embed_seconds and rows_embedded else None,
@@ -163,6 +186,7 @@ def _live_meta(root: str | Path) -> dict[str, Any] | None:
 def run_build_index(cfg: BuildIndexConfig, info: Callable[[str], None] = print) -> dict[str, Any]:
     """All three steps in this process (the flow runs the shards as tasks instead)."""
     t0 = time.monotonic()
+    cfg = resolve(cfg)
     manifest = plan(cfg, info)
     records = [embed_one(cfg, i, manifest) for i in range(manifest["n_shards"])]
     return finish(cfg, records, time.monotonic() - t0, info)

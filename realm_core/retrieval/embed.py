@@ -2,8 +2,9 @@
 
 Output directory (DESIGN.md §3):
 
-    manifest.json        what the shards are: encoder hash, corpus hash, dim, dtype, rows per
-                         shard, total rows, shard count, which shards are done, complete flag
+    manifest.json        what the shards are: encoder hash, corpus hash, compute precision, dim,
+                         dtype, rows per shard, total rows, shard count, which shards are done,
+                         complete flag (and the device that planned them, for the record)
     ids.npy              int64 row -> block_id, in blocks.parquet order
     shard_00000.npy      float32 (or float16) [rows, dim], rows [0, R) of blocks.parquet
     shard_00000.json     the shard's record: rows, sha256 of the .npy, hashes it was made with
@@ -17,7 +18,11 @@ order in one process.
 Consistency: the encoder hash is the sha256 of the checkpoint's config, weights and tokenizer
 files; the corpus hash is the sha256 of every block's id, title and text (the inputs of the
 document tower). Existing shards made with other hashes are never mixed in: that is a
-RealmError asking for a rebuild.
+RealmError asking for a rebuild. The compute precision (fp32, bf16, fp16; `realm_core.devices`)
+is part of that identity too: bf16 vectors differ from fp32 ones in the third digit, and an index
+whose neighbours depend on which shard a block fell in is not one index. Every shard is embedded
+with the manifest's precision, whatever process runs it; vectors are stored float32 (or `dtype`)
+in any case. A manifest from before precision was recorded was made in fp32.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ FORMAT = "realm-embeddings/1"
 MANIFEST = "manifest.json"
 IDS_FILE = "ids.npy"
 DTYPES = ("float32", "float16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # resolved compute precisions (no "auto" in a manifest)
 _ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                   "special_tokens_map.json")
 
@@ -76,19 +82,31 @@ def corpus_hash(blocks_path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_precision(manifest: dict[str, Any]) -> str:
+    """The compute precision a manifest's shards were embedded in ("fp32" for manifests written
+    before it was recorded: the embedder had no other mode then)."""
+    return manifest.get("precision", "fp32")
+
+
 def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str | Path, *,
-                    rows_per_shard: int = 4096, dtype: str = "float32", rebuild: bool = False,
+                    rows_per_shard: int = 4096, dtype: str = "float32", precision: str = "fp32",
+                    device: str | None = None, rebuild: bool = False,
                     hashes: tuple[str, str] | None = None) -> dict[str, Any]:
     """Create (or validate and return) the manifest of `out_dir` for embedding `blocks_path` with
-    the checkpoint `model_dir`. An existing manifest made with another encoder, corpus or layout
-    is a RealmError unless `rebuild`, which deletes the old shards first. `hashes` = (encoder
-    hash, corpus hash) when the caller has just computed them (each is a full read)."""
+    the checkpoint `model_dir` in compute precision `precision` (resolved: fp32, bf16 or fp16).
+    An existing manifest made with another encoder, corpus, precision or layout is a RealmError
+    unless `rebuild`, which deletes the old shards first. `hashes` = (encoder hash, corpus hash)
+    when the caller has just computed them (each is a full read). `device` (resolved) is recorded
+    as the device the stage chose; it is not part of the identity (fp32 on a GPU and a CPU agree
+    to rounding)."""
     from realm_core.modeling.embedder import read_config  # torch/transformers only when embedding
 
     if rows_per_shard < 1:
         raise RealmError(f"embeddings: rows_per_shard must be >= 1, got {rows_per_shard}")
     if dtype not in DTYPES:
         raise RealmError(f"embeddings: dtype must be one of {DTYPES}, got {dtype!r}")
+    if precision not in PRECISIONS:
+        raise RealmError(f"embeddings: precision must be a resolved one of {PRECISIONS}, got {precision!r}")
     out_dir, blocks_path, model_dir = Path(out_dir), Path(blocks_path), Path(model_dir)
     cfg = read_config(model_dir)
     total = _open_blocks(blocks_path).metadata.num_rows
@@ -96,7 +114,7 @@ def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str
         raise RealmError(f"{blocks_path}: empty corpus, nothing to embed")
     wanted = {
         "format": FORMAT, "encoder_hash": hashes[0] if hashes else encoder_hash(model_dir),
-        "corpus_hash": hashes[1] if hashes else corpus_hash(blocks_path),
+        "corpus_hash": hashes[1] if hashes else corpus_hash(blocks_path), "precision": precision,
         "dim": int(cfg["proj_size"]), "dtype": dtype, "rows_per_shard": rows_per_shard, "total_rows": total,
         "n_shards": -(-total // rows_per_shard),
     }
@@ -106,19 +124,20 @@ def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str
         else:
             old = read_manifest(out_dir)
             for key, value in wanted.items():
-                if old.get(key) != value:
+                if (manifest_precision(old) if key == "precision" else old.get(key)) != value:
                     raise RealmError(
                         f"{out_dir / MANIFEST}: index/corpus mismatch: {key} is {old.get(key)!r} there but "
                         f"{value!r} for {blocks_path} embedded with {model_dir}; rebuild (rebuild=True or "
                         "delete the directory) instead of mixing embeddings")
             # Same content, maybe at another path or with a new mtime: remember where it is now.
             old.update(encoder=str(model_dir), corpus=str(blocks_path), max_doc_len=cfg["max_doc_len"],
-                       encoder_stat=_stat(model_dir / "model.safetensors"), corpus_stat=_stat(blocks_path))
+                       encoder_stat=_stat(model_dir / "model.safetensors"), corpus_stat=_stat(blocks_path),
+                       precision=precision, device=device or old.get("device"))
             _write_manifest(out_dir, old)
             return old
     manifest = {**wanted, "encoder": str(model_dir), "corpus": str(blocks_path),
                 "encoder_stat": _stat(model_dir / "model.safetensors"), "corpus_stat": _stat(blocks_path),
-                "max_doc_len": cfg["max_doc_len"], "shards_done": [], "complete": False,
+                "max_doc_len": cfg["max_doc_len"], "device": device, "shards_done": [], "complete": False,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ids = pq.read_table(blocks_path, columns=["block_id"]).column(0).to_numpy().astype(np.int64)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,18 +148,25 @@ def init_embeddings(blocks_path: str | Path, model_dir: str | Path, out_dir: str
 
 
 def embed_shard(i: int, out_dir: str | Path, *, embedder=None, batch_size: int = 32, device: str | None = None,
-                manifest: dict[str, Any] | None = None, reuse=None) -> dict[str, Any]:
+                precision: str | None = None, manifest: dict[str, Any] | None = None, reuse=None) -> dict[str, Any]:
     """Embed shard `i` of an initialised `out_dir` unless it is already done; returns its record.
 
     `embedder` (a loaded `RetrieverEmbedder`) saves reloading the checkpoint for every shard; it
-    must be the checkpoint the manifest names. `reuse` (an `incremental.ReuseSource` of the same
-    encoder) supplies the vectors of rows whose content it already embedded; only the other rows
-    go through the encoder (the record counts both). Safe to run for different `i` in parallel.
+    must be the checkpoint the manifest names (else it is loaded onto `device`). The shard is
+    embedded in the manifest's precision; `precision`, if given, must be that one (a caller that
+    resolved another is told, rather than mixing). `reuse` (an `incremental.ReuseSource` of the
+    same encoder and precision) supplies the vectors of rows whose content it already embedded;
+    only the other rows go through the encoder (the record counts both). Safe to run for
+    different `i` in parallel.
     """
     out_dir = Path(out_dir)
     manifest = manifest or read_manifest(out_dir)
     if not 0 <= i < manifest["n_shards"]:
         raise RealmError(f"{out_dir}: shard {i} out of range (0..{manifest['n_shards'] - 1})")
+    wanted = manifest_precision(manifest)
+    if precision is not None and precision != wanted:
+        raise RealmError(f"{out_dir / MANIFEST}: precision mismatch: its shards are embedded in {wanted}, "
+                         f"this run asks for {precision}; rebuild instead of mixing precisions")
     record = shard_record(out_dir, i, manifest)
     if record is not None:
         return record
@@ -166,7 +192,7 @@ def embed_shard(i: int, out_dir: str | Path, *, embedder=None, batch_size: int =
 
             embedder = RetrieverEmbedder.from_pretrained(manifest["encoder"], device=device)
         fresh = embedder.embed_documents([titles[j] for j in todo], [texts[j] for j in todo], batch_size=batch_size,
-                                         max_len=manifest["max_doc_len"])
+                                         max_len=manifest["max_doc_len"], precision=wanted)
         if fresh.shape != (len(todo), manifest["dim"]):
             raise RealmError(f"{manifest['encoder']}: embedder returned {fresh.shape}, the manifest expects "
                              f"({len(todo)}, {manifest['dim']})")
@@ -176,8 +202,8 @@ def embed_shard(i: int, out_dir: str | Path, *, embedder=None, batch_size: int =
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vectors, allow_pickle=False)
     record = {"shard": i, "start": start, "rows": stop - start, "sha256": _file_sha256(path),
-              "encoder_hash": manifest["encoder_hash"], "corpus_hash": manifest["corpus_hash"],
-              "embedded_rows": int(len(todo)), "reused_rows": int(stop - start - len(todo)),
+              "encoder_hash": manifest["encoder_hash"], "corpus_hash": manifest["corpus_hash"], "precision": wanted,
+              "device": str(embedder.device) if embedder is not None else None, "embedded_rows": int(len(todo)), "reused_rows": int(stop - start - len(todo)),
               "seconds": round(time.monotonic() - t0, 3)}
     write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=1))
     return record
@@ -197,6 +223,9 @@ def shard_record(out_dir: str | Path, i: int, manifest: dict[str, Any], *, verif
     if record.get("encoder_hash") != manifest["encoder_hash"] or record.get("corpus_hash") != manifest["corpus_hash"]:
         raise RealmError(f"{path}: index/corpus mismatch: made with another encoder or corpus than "
                          f"{out_dir}/{MANIFEST}; rebuild")
+    if record.get("precision", "fp32") != manifest_precision(manifest):
+        raise RealmError(f"{path}: precision mismatch: embedded in {record.get('precision', 'fp32')}, "
+                         f"{out_dir}/{MANIFEST} is {manifest_precision(manifest)}; rebuild")
     load_shard(out_dir, i, manifest)
     if verify and _file_sha256(path) != record.get("sha256"):
         raise RealmError(f"{path}: content does not match its sha256 in {marker.name} (corrupted); re-embed it")
@@ -232,25 +261,31 @@ def finalize_embeddings(out_dir: str | Path, *, verify: bool = True) -> dict[str
 
 
 def embed_corpus(blocks_path: str | Path, model_dir: str | Path, out_dir: str | Path, *, rows_per_shard: int = 4096,
-                 batch_size: int = 32, dtype: str = "float32", device: str | None = None, rebuild: bool = False,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 batch_size: int = 32, dtype: str = "float32", device: str | None = None, precision: str = "fp32",
+                 rebuild: bool = False, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Embed all of `blocks_path` into `out_dir`, skipping finished shards; returns the manifest.
+
+    `device` ("auto", "cpu", "cuda[:N]"; None: the CPU) and `precision` ("auto" or fp32/bf16/
+    fp16) are resolved once here, so every shard of the run uses the same ones.
 
     `progress`, if given, receives {"shard", "n_shards", "rows_done", "total_rows", "elapsed_s",
     "skipped"} after every shard.
     """
+    from realm_core.devices import resolve_device, resolve_precision
     from realm_core.modeling.embedder import RetrieverEmbedder
 
     t0 = time.monotonic()
+    dev = resolve_device(device or "cpu")
+    precision = resolve_precision(precision, dev)
     manifest = init_embeddings(blocks_path, model_dir, out_dir, rows_per_shard=rows_per_shard, dtype=dtype,
-                               rebuild=rebuild)
+                               precision=precision, device=str(dev), rebuild=rebuild)
     embedder = None
     rows_done = 0
     for i in range(manifest["n_shards"]):
         record = shard_record(out_dir, i, manifest)
         skipped = record is not None
         if record is None:
-            embedder = embedder or RetrieverEmbedder.from_pretrained(model_dir, device=device)
+            embedder = embedder or RetrieverEmbedder.from_pretrained(model_dir, device=dev)
             record = embed_shard(i, out_dir, embedder=embedder, batch_size=batch_size, manifest=manifest)
             manifest["shards_done"] = sorted(set(manifest["shards_done"]) | {i})
             _write_manifest(out_dir, manifest)

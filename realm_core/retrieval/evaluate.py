@@ -14,7 +14,9 @@ in DPR's retrieval format: [{"question", "answers", "ctxs": [{"id", "title", "te
 
 A dense index must have been built from this corpus with this retriever: the stage checks the
 index's recorded encoder and corpus hashes against the checkpoint and blocks it is given, and
-refuses a mismatch instead of reporting recalls of the wrong index.
+refuses a mismatch instead of reporting recalls of the wrong index. The query towers run on
+`device` in `precision`, resolved once per run and recorded in the metrics next to the precision
+each index was embedded in (they need not agree: queries are float32 vectors either way).
 """
 
 from __future__ import annotations
@@ -109,13 +111,20 @@ def check_index(spec: RetrieverSpec, blocks_path: str | Path, corpus_hash: str) 
     return loaded
 
 
+def resolve(cfg: EvaluateRetrievalConfig) -> EvaluateRetrievalConfig:
+    """`cfg` with `device` and `precision` resolved for this machine (imports torch)."""
+    from realm_core.devices import resolve_stage
+
+    return resolve_stage(cfg, "evaluate_retrieval")
+
+
 def _dense_search(name: str, spec: RetrieverSpec, questions: list[str], k: int, cfg: EvaluateRetrievalConfig,
                   corpus_hash: str) -> tuple[np.ndarray, np.ndarray]:
     from realm_core.modeling.embedder import RetrieverEmbedder  # torch only when a dense retriever is scored
 
     dense = check_index(spec, cfg.blocks, corpus_hash)
-    model = RetrieverEmbedder.from_pretrained(spec.model)
-    queries = model.embed_queries(questions, batch_size=cfg.query_batch_size)
+    model = RetrieverEmbedder.from_pretrained(spec.model, device=cfg.device)
+    queries = model.embed_queries(questions, batch_size=cfg.query_batch_size, precision=cfg.precision)
     if queries.shape[1] != dense.dim:
         raise RealmError(f"retriever {name}: {spec.model} embeds to {queries.shape[1]} dims, its index "
                          f"{spec.index} holds {dense.dim}")
@@ -140,16 +149,22 @@ def _score(examples: Sequence[QAExample], ids: np.ndarray, scores: np.ndarray, b
 def run_evaluate_retrieval(cfg: EvaluateRetrievalConfig, info: Callable[[str], None] = print) -> dict[str, Any]:
     """Score every retriever on `cfg.dataset`; write the metrics and DPR-style files; return the metrics."""
     t0 = time.monotonic()
+    if cfg.retrievers:  # BM25 alone needs no torch
+        cfg = resolve(cfg)
     examples = load_qa(cfg.dataset, cfg.split, cfg.data_dir)
     blocks = Blocks(cfg.blocks)
     corpus_hash = embed.corpus_hash(cfg.blocks)
+    index_precision = {}
     for name, spec in cfg.retrievers.items():  # fail before any slow work on a bad pairing
-        check_index(spec, cfg.blocks, corpus_hash)
+        source = check_index(spec, cfg.blocks, corpus_hash).meta.get("embeddings") or {}
+        index_precision[name] = source.get("precision", "fp32")  # indexes from before it was recorded: fp32
     questions = [ex.question for ex in examples]
     k = max(cfg.ks)
     covered = covered_questions(examples, blocks.texts)
     metrics: dict[str, Any] = {"dataset": cfg.dataset, "split": cfg.split, "n_questions": len(examples),
                                "answer_coverage": round(sum(covered) / len(covered), 4), "n_blocks": len(blocks.ids)}
+    if cfg.retrievers:  # the query towers' device and precision; each index's embedding precision
+        metrics.update(device=cfg.device, precision=cfg.precision, index_precision=index_precision)
     info(f"{cfg.dataset}/{cfg.split}: {len(examples)} questions, answer coverage {metrics['answer_coverage']:.3f} "
          f"over {len(blocks.ids):,} blocks")
     runs: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = []
@@ -185,6 +200,8 @@ def _bm25_search(blocks_path: str | Path, questions: list[str], k: int) -> tuple
 def check_inputs(cfg: EvaluateRetrievalConfig) -> None:
     """Fail fast, before Prefect starts: the QA files, the blocks, each retriever's checkpoint and index."""
     load_qa(cfg.dataset, cfg.split, cfg.data_dir)
+    if cfg.retrievers:
+        resolve(cfg)  # e.g. device: cuda on a machine without one
     if not Path(cfg.blocks).is_file():
         raise RealmError(f"evaluate_retrieval.blocks: {cfg.blocks}: no such file")
     for spec in cfg.retrievers.values():

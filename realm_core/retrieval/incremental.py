@@ -9,7 +9,8 @@ hold and runs the encoder only on the rest. The work is proportional to what cha
 has exactly the new corpus's rows, in its order, with its block ids.
 
 A different encoder (a retrained retriever, REALM's periodic refresh) invalidates everything:
-nothing is reused across encoder hashes.
+nothing is reused across encoder hashes, nor across compute precisions (a bf16 vector next to
+fp32 ones would make the index depend on which blocks happened to change).
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ def load_keys(out_dir: str | Path, rows: int) -> np.ndarray | None:
 class ReuseSource:
     """The finished shards of a previous embedding directory, looked up by content key."""
 
-    def __init__(self, prev_dir: str | Path, encoder_hash: str) -> None:
+    def __init__(self, prev_dir: str | Path, encoder_hash: str, precision: str = "fp32") -> None:
         self.dir = Path(prev_dir)
         self.manifest = embed.read_manifest(self.dir)
         if self.manifest["encoder_hash"] != encoder_hash:
             raise RealmError(f"{self.dir}: made with another encoder; its vectors cannot be reused")
+        if embed.manifest_precision(self.manifest) != precision:
+            raise RealmError(f"{self.dir}: embedded in {embed.manifest_precision(self.manifest)}, not {precision}; "
+                             "its vectors cannot be reused")
         keys = load_keys(self.dir, self.manifest["total_rows"])
         per = self.manifest["rows_per_shard"]
         done = [i for i in range(self.manifest["n_shards"]) if keys is not None

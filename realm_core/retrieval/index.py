@@ -114,7 +114,8 @@ def build_index(vectors: np.ndarray | None = None, ids: np.ndarray | None = None
         ids = embed.load_ids(embeddings_dir, manifest)
         n, dim = manifest["total_rows"], manifest["dim"]
         source = {"embeddings_dir": str(embeddings_dir), **{k: manifest[k] for k in
-                  ("encoder_hash", "corpus_hash", "dtype", "rows_per_shard", "total_rows")}}
+                  ("encoder_hash", "corpus_hash", "dtype", "rows_per_shard", "total_rows")},
+                  "precision": embed.manifest_precision(manifest)}
         shards = lambda: embed.iter_embeddings(embeddings_dir)  # noqa: E731
     else:
         vectors = np.asarray(vectors)

@@ -16,6 +16,11 @@ of the index root sees the old index or the new one, never a mix. The retriever 
 to `refresh` must not change while it is being indexed: export each refresh to its own directory.
 In async mode at most one refresh runs; a `refresh` while one is running replaces the pending
 request (only the newest retriever is worth indexing next).
+
+Device and precision (`device=`, `precision=`, else the config's) are resolved once, when the
+refresher is made, so every index version of a run is embedded on the same device in the same
+precision, whichever thread runs the refresh. On a GPU trainer, `device="cuda"` puts the re-embedding next to the training step; a CPU
+refresher keeps the GPU to the trainer at the cost of slower refreshes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from realm_core.config import BuildIndexConfig
+from realm_core.devices import resolve_stage
 from realm_core.errors import RealmError
 from realm_core.retrieval import build_stage
 
@@ -60,11 +66,15 @@ def resolve_retriever(spec: str) -> Path:
 
 
 class IndexRefresher:
-    """Re-index `cfg.blocks` into `cfg.output_dir` with retriever after retriever (sync or async)."""
+    """Re-index `cfg.blocks` into `cfg.output_dir` with retriever after retriever (sync or async),
+    on `device` in `precision` ("auto", or as in `BuildIndexConfig`; None: the config's)."""
 
-    def __init__(self, cfg: BuildIndexConfig, mode: str = "sync", info: Callable[[str], None] = lambda m: None) -> None:
+    def __init__(self, cfg: BuildIndexConfig, mode: str = "sync", info: Callable[[str], None] = lambda m: None, *,
+                 device: str | None = None, precision: str | None = None) -> None:
         if mode not in ("sync", "async"):
             raise RealmError(f"index refresh mode must be 'sync' or 'async', got {mode!r}")
+        chosen = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
+        cfg = resolve_stage(cfg.model_copy(update=chosen), "IndexRefresher")
         self.cfg, self.mode, self.info = cfg, mode, info
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-refresh") if mode == "async" else None
         # Re-entrant: a future that is already done runs its done-callback (which takes the lock)

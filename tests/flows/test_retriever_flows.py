@@ -17,6 +17,7 @@ from safetensors.numpy import load_file
 
 from realm_core.config import BuildIndexConfig, EvaluateRetrievalConfig, PrepareCorpusConfig, PretrainICTConfig
 from realm_core.corpus.prepare import prepare_corpus
+from realm_core.devices import resolve_device, resolve_precision
 from realm_core.errors import RealmError
 from realm_core.retrieval import build_stage, embed, index
 from realm_core.retrieval.evaluate import run_evaluate_retrieval
@@ -45,6 +46,8 @@ def ict_config(tmp, blocks, **kw) -> PretrainICTConfig:
 
 
 MODELS = {"init": "ict_init", "ict": "ict"}  # evaluate's retriever name -> pretrain_ict's output
+AUTO_DEVICE = str(resolve_device("auto"))
+AUTO_PRECISION = resolve_precision("auto", AUTO_DEVICE)
 
 
 def index_config(tmp, blocks, name: str, **kw) -> BuildIndexConfig:
@@ -96,6 +99,9 @@ def test_build_index_publishes_a_version_per_retriever(pipeline, blocks):
         assert result["rows"] == n_blocks and result["shards_embedded"] == -(-n_blocks // 1000)
         live = index.load_current(tmp / "index" / name)
         assert live.ntotal == n_blocks and live.meta["embeddings"]["encoder_hash"] == embed.encoder_hash(tmp / "models" / MODELS[name])
+        # device/precision "auto", resolved once by the flow and recorded with the vectors
+        assert (result["device"], result["precision"]) == (AUTO_DEVICE, AUTO_PRECISION)
+        assert live.meta["embeddings"]["precision"] == AUTO_PRECISION
 
 
 def test_evaluate_retrieval_metrics_and_dpr_files(pipeline):
@@ -104,6 +110,8 @@ def test_evaluate_retrieval_metrics_and_dpr_files(pipeline):
     assert metrics["n_questions"] == evaluated["n_questions"] == 530
     # The corpus is the gold passages themselves: every NQ answer is in it, and BM25 finds most.
     assert metrics["answer_coverage"] == 1.0
+    assert (metrics["device"], metrics["precision"]) == (AUTO_DEVICE, AUTO_PRECISION)
+    assert metrics["index_precision"] == {"init": AUTO_PRECISION, "ict": AUTO_PRECISION}
     keys = {"recall@1", "recall@5", "recall@20", "recall@100"}
     for name in ("bm25", "init", "ict"):
         assert set(metrics[name]) == keys
@@ -154,6 +162,8 @@ def test_cli_errors_are_one_line(pipeline, blocks, tmp_path):
          "not a retriever checkpoint"),
         ("pretrain_ict", [f"pretrain_ict.blocks={tmp_path}/none.parquet"], "blocks file not found"),
         ("evaluate_retrieval", [f"evaluate_retrieval.blocks={blocks}", "evaluate_retrieval.dataset=xx"], "dataset"),
+        ("build_index", [f"build_index.retriever={tmp}/models/ict", f"build_index.blocks={blocks}",
+                         "build_index.device=cuda:9"], "build_index.device: 'cuda:9' requested but"),
     ]
     for stage, sets, expected in cases:
         args = [sys.executable, "-m", f"flows.{stage}"] + [a for s in sets for a in ("--set", s)]
@@ -169,4 +179,4 @@ def test_time_budget_stops_with_a_checkpoint_then_resumes(blocks, tmp_path):
     assert not stopped["completed"] and stopped["steps"] == 1
     assert not (tmp_path / "models" / "ict").exists()  # nothing half-trained for DVC to record
     done = run_pretrain_ict(cfg.model_copy(update={"time_budget_s": 0.0}), info=lambda m: None)
-    assert done["completed"] and done["resumed_from"] == 1 and done["steps"] == 6
+    assert done["completed"] and done["resumed_at"] == [1] and done["steps"] == 6

@@ -66,6 +66,9 @@ def test_tag_entities_spans_stay_in_sentences_and_resume(trained, blocks, tmp_pa
     spans = pq.read_table(tmp_path / "salient_spans.parquet")
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert result["spans"] == spans.num_rows == metrics["spans"] > 0
+    # device/precision "auto": resolved once by the flow (the shard run above resolved the same)
+    assert (metrics["device"], metrics["precision"]) == (result["device"], result["precision"]) == \
+        (salient.resolve(cfg).device, salient.resolve(cfg).precision)
     assert metrics["spans_per_label"].get("DATE", 0) > 0
     table = pq.read_table(blocks)
     texts = dict(zip(table.column("block_id").to_pylist(), table.column("text").to_pylist()))

@@ -160,7 +160,7 @@ def test_tagger_entities_precision_and_recall() -> None:
         "sentence_starts": pa.array([[0]] * len(rows), pa.list_(pa.int32())),
     })
     cfg = TagEntitiesConfig(tagger=str(TAGGER), include_dates=False)
-    spans = tag_table(load_tagger(str(TAGGER), cfg.bf16), table, cfg).to_pylist()  # as tag_shard loads it
+    spans = tag_table(load_tagger(str(TAGGER), cfg.device, cfg.precision), table, cfg).to_pylist()  # as tag_shard loads it
     pred = {(s["block_id"], s["start"], s["end"], s["label"]) for s in spans}
     gold = {(i, s, e, label) for i, r in enumerate(rows) for s, e, label in r["spans"] if label != "DATE"}
     precision, recall, tp, fp, fn = prf(gold, pred)
