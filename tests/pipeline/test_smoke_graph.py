@@ -41,10 +41,14 @@ def _copy_project(repo: Path) -> None:
         shutil.copy(ROOT / name, repo / name)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     outs = {_path(o) for s in stages.values() for key in ("outs", "metrics", "plots") for o in s.get(key, [])}
+    # A matrix stage's out names a family ("artifacts/index/${item.retriever}"): every path under its
+    # fixed prefix is another stage's product, even when a previous `dvc repro` left it here.
+    families = tuple(o.split("${")[0] for o in outs if "${" in o)
     for stage in stages.values():
         for dep in stage.get("deps", []):
             path = _path(dep)
-            if "${" in path or path in outs or (repo / path).exists() or not (ROOT / path).exists():
+            if ("${" in path or path in outs or path.startswith(families) or (repo / path).exists()
+                    or not (ROOT / path).exists()):
                 continue
             (repo / path).parent.mkdir(parents=True, exist_ok=True)
             if (ROOT / path).is_dir():
