@@ -8,6 +8,7 @@ and exit 1, with no traceback; `--help` lists every field of the stage's config 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +18,40 @@ from realm_core.config import STAGES, apply_overrides, deep_merge, field_docs, l
 from realm_core.errors import RealmError
 
 REPO_PARAMS = Path("params.yaml")
+ENGINE_RERAISE = "Engine execution exited with unexpected exception"
+
+
+class _ReportedFailureFilter(logging.Filter):
+    """Keeps an expected failure (a flow or task that *returned* `Failed(message=...)`) to its
+    one-line message in Prefect's run logs.
+
+    - In a deployment run (`python -m flows.serve`), Prefect 3.8's engine asks the finished flow
+      run for its result, which re-raises a returned Failed state as `FailedRun`, and logs that
+      with a traceback through its own internals, to the run log and the serving process's
+      stderr. The run is Failed with its message either way, and "Finished in state
+      Failed('...')" is logged just before: the record is dropped.
+    - A task that returns a Failed state is logged "Task run failed with state: ..." with
+      `exc_info=True` outside any exception, which prints a stray "NoneType: None": that
+      record keeps its message, without the empty exception.
+    Exceptions a flow or task raises (real bugs) are not `FailedRun` and still log in full.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        if record.msg != ENGINE_RERAISE or not record.exc_info:
+            return True
+        from prefect.exceptions import FailedRun
+
+        return not isinstance(record.exc_info[1], FailedRun)
+
+
+def quiet_reported_failures() -> None:
+    """Install `_ReportedFailureFilter` on Prefect's flow- and task-run loggers (idempotent)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ReportedFailureFilter) for f in logger.filters):
+            logger.addFilter(_ReportedFailureFilter())
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:

@@ -17,7 +17,10 @@ import flows  # noqa: F401  (offline-safe environment defaults before Prefect lo
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
+from flows.cli import quiet_reported_failures
 from tasks.dvc_workspace import dvc_workspace, run_dvc
+
+quiet_reported_failures()  # a served run whose `dvc repro` fails logs its error line, no traceback
 
 
 @task(name="dvc_repro", cache_result_in_memory=False)

@@ -10,6 +10,9 @@ Blocks, shard layout and index type come from the `build_index` section, so the 
   changed, the index is still rebuilt but not recorded (the run says to `dvc repro`);
 - any other retriever (a training run's newest export) goes to `untracked_output_dir`, which DVC
   does not track, so nothing DVC records becomes false.
+`reindex.device`/`reindex.precision` replace the build_index section's (a serving machine picks its
+own); when the resolved precision differs from what build_index would use, the tracked index is
+rebuilt but not recorded in DVC, since `dvc repro` would build other vectors.
 Served on a schedule and on `realm.retriever.saved` events by `python -m flows.serve`.
 """
 
@@ -26,11 +29,15 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.build_index import embed_and_index
-from flows.cli import build_parser, load_config
+from flows.cli import build_parser, load_config, quiet_reported_failures
 from realm_core.config import BuildIndexConfig, ReindexConfig
+from realm_core.devices import resolve_stage
 from realm_core.errors import RealmError
+from realm_core.retrieval import build_stage
 from realm_core.retrieval.refresh import resolve_retriever
 from tasks.reindex import dvc_commit_stage, dvc_stage_status, publish_reindex_summary
+
+quiet_reported_failures()  # a served run that fails with an expected error logs one line, no traceback
 
 
 def load_configs(overrides: list[str] | None = None, params_file: str | None = None) -> tuple[ReindexConfig, BuildIndexConfig]:
@@ -50,15 +57,24 @@ def reindex_flow(overrides: list[str] | None = None, params_file: str | None = N
     t0 = time.monotonic()
     try:
         cfg, build = load_configs(overrides, params_file)
+        cfg = resolve_stage(cfg, "reindex")  # once: every shard task embeds on this device, in this precision
         retriever = resolve_retriever(cfg.retriever)
+        tracked = bool(cfg.dvc_stage) and retriever.resolve() == Path(cfg.tracked_retriever).resolve()
+        root = cfg.output_dir if tracked else cfg.untracked_output_dir
+        bcfg = build.model_copy(update={
+            "retriever": str(retriever), "output_dir": root, "keep_versions": cfg.keep_versions,
+            "metrics_file": cfg.metrics_file if tracked else f"{root}/metrics.json",
+            "device": cfg.device, "precision": cfg.precision})
+        stage_precision = build_stage.resolve(build).precision if tracked else bcfg.precision
     except RealmError as exc:
+        logger.error("%s", exc)
         return Failed(message=str(exc))
-    tracked = bool(cfg.dvc_stage) and retriever.resolve() == Path(cfg.tracked_retriever).resolve()
-    root = cfg.output_dir if tracked else cfg.untracked_output_dir
-    bcfg = build.model_copy(update={"retriever": str(retriever), "output_dir": root, "keep_versions": cfg.keep_versions,
-                                    "metrics_file": cfg.metrics_file if tracked else f"{root}/metrics.json"})
-    logger.info("retriever %s -> %s (%s)", retriever, root, f"DVC stage {cfg.dvc_stage}" if tracked else "untracked by DVC")
+    logger.info("retriever %s -> %s (%s), on %s in %s", retriever, root,
+                f"DVC stage {cfg.dvc_stage}" if tracked else "untracked by DVC", bcfg.device, bcfg.precision)
     dvc = dvc_stage_status(cfg.dvc_stage, [build.blocks, cfg.tracked_retriever]) if tracked else {"commit": False}
+    if tracked and dvc["commit"] and stage_precision != bcfg.precision:
+        dvc = {"commit": False, "reason": f"reindex.precision resolves to {bcfg.precision}, build_index.precision to "
+                                          f"{stage_precision}: the index is rebuilt but not recorded in {cfg.dvc_stage}"}
     metrics = embed_and_index(bcfg, "reindex-progress", os.cpu_count() or 1)
     if not isinstance(metrics, dict):
         return metrics
@@ -79,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = load_configs(args.overrides, args.params)  # both sections must validate
         resolve_retriever(cfg.retriever)  # fail fast, before a Prefect server starts
+        resolve_stage(cfg, "reindex")  # e.g. device: cuda on a machine without one
     except RealmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

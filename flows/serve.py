@@ -10,6 +10,8 @@
   at a time: a run triggered while one is going is cancelled (`CANCEL_NEW`), since the running one
   already indexes the newest retriever it could see.
 Both read params.yaml when a run starts, so edits apply to the next run without a restart.
+A run that fails with an expected error (no retriever yet, a failing `dvc repro`) ends Failed with
+that one line as its message, and logs no traceback (flows.cli.quiet_reported_failures).
 """
 
 from __future__ import annotations
