@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -47,15 +46,7 @@ sys.path.insert(0, str(ROOT))
 PRECISIONS = ("fp32", "bf16")
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from tag_entities import cpu_name, loadavg  # noqa: E402  (the sibling benchmark's machine helpers)
 
 
 def make_retriever(path: Path) -> None:
