@@ -38,6 +38,10 @@ def test_one_name_per_stage_in_params_dvc_and_flows():
         assert base in STAGES, name
         assert stage["cmd"].startswith(f"python -m flows.{base}"), name
         assert base in stage["params"], name
+        # A changed default in the stage's own config module (or the shared base) reruns the stage.
+        config_deps = {"realm_core/config/base.py", f"realm_core/config/{base}.py"}
+        assert config_deps <= set(stage["deps"]), f"{name}: dvc.yaml deps lack {config_deps - set(stage['deps'])}"
+        assert STAGES[base].__module__ == f"realm_core.config.{base}", name
 
 
 def test_modules_stay_small_and_no_pickle_files_tracked():
