@@ -18,9 +18,6 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True, frozen=True)
 
 
+# Shared by every model stage's `device` / `precision` fields (realm_core/devices.py resolves them).
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
-DEVICE_DOC = """Where the model runs: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
 PRECISION_PATTERN = r"^(auto|fp32|bf16|fp16)$"
-PRECISION_DOC = """Compute precision: auto (bf16 on CUDA with bf16 support and on CPUs with native bf16
-such as AVX512-BF16/AMX, else fp32), fp32, bf16 (autocast) or fp16 (autocast, CUDA only; training
-adds a gradient scaler). Weights, optimizer state and written vectors stay float32."""
