@@ -158,13 +158,17 @@ def finish(cfg: BuildIndexConfig, records: list[dict[str, Any]], seconds: float,
     shutil.rmtree(previous_dir(cfg), ignore_errors=True)  # published: the old corpus's vectors are done with
     embedded = [r for r in records if not r["reused"]]
     rows_embedded = sum(r.get("embedded_rows", r["rows"]) for r in embedded)
-    embed_seconds = sum(r["seconds"] for r in embedded)
+    # The throughput of the run(s) that embedded the vectors now indexed, from the shard records:
+    # a rerun that reuses every shard still reports how the vectors were made, not its own no-op.
+    made_rows = sum(r.get("embedded_rows", r["rows"]) for r in records)
+    made_seconds = sum(r.get("seconds", 0.0) for r in records)
     metrics = {
         "rows": manifest["total_rows"], "dim": manifest["dim"], "dtype": manifest["dtype"],
         "device": cfg.device, "precision": embed.manifest_precision(manifest),
         "shards": manifest["n_shards"], "shards_embedded": len(embedded), "shards_reused": len(records) - len(embedded),
         "rows_embedded": rows_embedded, "rows_copied": sum(r.get("reused_rows", 0) for r in embedded),
-        "embed_blocks_per_s": round(rows_embedded / embed_seconds, 1) if embed_seconds and rows_embedded else None,
+        "embed_blocks_per_s": round(made_rows / made_seconds, 1) if made_seconds and made_rows else None,
+        "embed_seconds": round(made_seconds, 1),
         "factory": cfg.factory, "version": version, "version_reused": same,
         "encoder_hash": manifest["encoder_hash"][:16], "corpus_hash": manifest["corpus_hash"][:16],
         "index_seconds": round(time.monotonic() - t0, 2), "seconds": round(seconds + time.monotonic() - t0, 1),
