@@ -14,6 +14,7 @@ from prefect.states import Failed
 
 from flows.cli import main
 from realm_core.config import TrainTaggerConfig
+from realm_core.devices import resolve_stage
 from realm_core.errors import RealmError
 from tasks.train_tagger import fine_tune_tagger, publish_tagger_summary
 
@@ -33,6 +34,7 @@ def train_tagger_flow(cfg: TrainTaggerConfig):
 
 
 def preflight(cfg: TrainTaggerConfig) -> None:
+    resolve_stage(cfg, "train_tagger")  # a device that is not there fails before Prefect starts
     for key in ("train_file", "dev_file", "test_file"):
         if not Path(getattr(cfg, key)).is_file():
             raise RealmError(f"train_tagger.{key}: {getattr(cfg, key)}: no such file")

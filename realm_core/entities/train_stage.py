@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import torch
+
 from realm_core import devices
 from realm_core.config import TrainTaggerConfig
 from realm_core.entities.conll import read_conll
@@ -33,8 +35,8 @@ def run_train_tagger(cfg: TrainTaggerConfig, log: Callable[[dict], None] | None 
     `completed: false` (the metrics file is left as it was) and a rerun continues from the
     checkpoint.
     """
-    device = devices.resolve_device(cfg.device, key="train_tagger.device")
-    precision = devices.resolve_precision(cfg.precision, device, key="train_tagger.precision")
+    resolved = devices.resolve_stage(cfg, "train_tagger")
+    device, precision = torch.device(resolved.device), resolved.precision
     train = read_conll(cfg.train_file)
     dev = read_conll(cfg.dev_file)
     test = read_conll(cfg.test_file)

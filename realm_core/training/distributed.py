@@ -140,7 +140,8 @@ def mean_over_ranks(values: dict[str, float | None], device: torch.device) -> di
     if not info().distributed:
         return values
     keys = sorted(values)
-    t = torch.tensor([[v if v is not None else 0.0, 0.0 if v is None else 1.0] for k in keys for v in [values[k]]],
-                     dtype=torch.float64, device=device).reshape(-1, 2)
+    # One all_reduce of [sum, count] per key; a rank without a value adds [0, 0].
+    rows = [[values[k], 1.0] if values[k] is not None else [0.0, 0.0] for k in keys]
+    t = torch.tensor(rows, dtype=torch.float64, device=device).reshape(-1, 2)
     dist.all_reduce(t)
     return {k: (float(t[i, 0] / t[i, 1]) if t[i, 1] > 0 else None) for i, k in enumerate(keys)}

@@ -67,18 +67,13 @@ class ICTBlocks:
     `part` keeps only the training blocks ("train"), only the held-out ones ("heldout", see
     heldout.py) or every block ("all")."""
 
-    def __init__(self, path: str | Path, part: str = "all", heldout_fraction: float = 0.0) -> None:
+    def __init__(self, path: str | Path, part: str = "all", heldout_fraction: float = 0.0, *,
+                 table: pa.Table | None = None) -> None:
+        """Read `path` (or take `table`, the file's ICT columns already read) and keep `part`."""
         if part not in PARTS:
             raise RealmError(f"ICT: part must be one of {PARTS}, got {part!r}")
         path = Path(path)
-        if not path.is_file():
-            raise RealmError(f"{path}: blocks file not found")
-        try:
-            table = pq.read_table(path, columns=_COLUMNS)
-        except Exception as exc:  # pyarrow raises several types for bad files and missing columns
-            raise RealmError(f"{path}: cannot read ICT columns {_COLUMNS} ({exc})") from None
-        if table.num_rows == 0:
-            raise RealmError(f"{path}: no blocks")
+        table = _read_ict_columns(path) if table is None else table
         if part != "all":
             held = held_out_mask(table.column("block_id").to_numpy(), heldout_fraction)
             table = table.filter(pa.array(held if part == "heldout" else ~held))
@@ -92,6 +87,18 @@ class ICTBlocks:
         ids = self.table.column("block_id").to_numpy()
         self.fingerprint = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
 
+    @classmethod
+    def split(cls, path: str | Path, heldout_fraction: float, *,
+              require_heldout: bool = True) -> tuple["ICTBlocks", "ICTBlocks | None"]:
+        """(training part, held-out part) from one read of `path`; the held-out part is None when
+        no block is held out, which is an error only with `require_heldout`."""
+        table = _read_ict_columns(Path(path))
+        held = held_out_mask(table.column("block_id").to_numpy(), heldout_fraction)
+        train = cls(path, "train", heldout_fraction, table=table)
+        if not held.any() and not require_heldout:
+            return train, None
+        return train, cls(path, "heldout", heldout_fraction, table=table)
+
     def __len__(self) -> int:
         return self.table.num_rows
 
@@ -100,6 +107,18 @@ class ICTBlocks:
         part = self.table.take(indices)
         return (part.column("title").to_pylist(), part.column("text").to_pylist(),
                 part.column("sentence_starts").to_pylist())
+
+
+def _read_ict_columns(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise RealmError(f"{path}: blocks file not found")
+    try:
+        table = pq.read_table(path, columns=_COLUMNS)
+    except Exception as exc:  # pyarrow raises several types for bad files and missing columns
+        raise RealmError(f"{path}: cannot read ICT columns {_COLUMNS} ({exc})") from None
+    if table.num_rows == 0:
+        raise RealmError(f"{path}: no blocks")
+    return table
 
 
 @dataclass

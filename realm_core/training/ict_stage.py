@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import torch
+
 from realm_core import devices
 from realm_core.config import DEFAULT_TOKENIZER, PretrainICTConfig
 from realm_core.io import write_text_atomic
@@ -75,22 +77,21 @@ def run_pretrain_ict(cfg: PretrainICTConfig, on_log: Callable[[dict[str, Any]], 
     The metrics carry `completed: false` (and no accuracy after training) when the time budget
     stopped the run; the caller reports that as an unfinished stage.
     """
-    device = devices.resolve_device(cfg.device)
+    resolved = devices.resolve_stage(cfg, "pretrain_ict")
+    device, precision = torch.device(resolved.device), resolved.precision
     rank = distributed.init_from_env(device)
-    if device.type == "cuda" and rank.distributed:
-        device = devices.resolve_device(f"cuda:{rank.local_rank}")
-    precision = devices.resolve_precision(cfg.precision, device)
+    if device.type == "cuda" and rank.distributed:  # one GPU per process
+        device = devices.resolve_device(f"cuda:{rank.local_rank}", key="pretrain_ict.device")
     try:
-        train_blocks = ICTBlocks(cfg.blocks, part="train", heldout_fraction=cfg.heldout_fraction)
-        heldout = ICTBlocks(cfg.blocks, part="heldout", heldout_fraction=cfg.heldout_fraction)
+        train_blocks, heldout = ICTBlocks.split(cfg.blocks, cfg.heldout_fraction, require_heldout=cfg.eval_batches > 0)
         before: dict[str, float] = {}
         if rank.is_main:
             init_model = save_init(cfg, device)
             before = _accuracy(init_model, heldout, cfg)
             del init_model
             info(f"{init_label(cfg.init)} saved to {cfg.init_output_dir}; held-out ICT accuracy: {before}")
-            info(f"training on {len(train_blocks):,} blocks ({len(heldout):,} held out), {rank.world_size} "
-                 f"process(es), device {device}, precision {precision}")
+            info(f"training on {len(train_blocks):,} blocks ({len(heldout) if heldout else 0:,} held out), "
+                 f"{rank.world_size} process(es), device {device}, precision {precision}")
         result = train_ict(
             train_blocks, cfg.output_dir, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
             precision=precision, lr=cfg.lr, warmup_steps=None if cfg.warmup_steps < 0 else cfg.warmup_steps,
@@ -107,7 +108,7 @@ def run_pretrain_ict(cfg: PretrainICTConfig, on_log: Callable[[dict[str, Any]], 
         "train_seconds": round(result.total_elapsed_s, 1), "resumed_at": result.resumed_at,
         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "processes": rank.world_size,
         "device": device.type, "precision": precision, "init": cfg.init, "init_label": init_label(cfg.init),
-        "train_blocks": len(train_blocks), "heldout_blocks": len(heldout), "before": before,
+        "train_blocks": len(train_blocks), "heldout_blocks": len(heldout) if heldout else 0, "before": before,
     }
     if result.completed:
         trained = RetrieverEmbedder.from_pretrained(cfg.output_dir, device=device)
@@ -124,7 +125,5 @@ def run_pretrain_ict(cfg: PretrainICTConfig, on_log: Callable[[dict[str, Any]], 
 def check_inputs(cfg: PretrainICTConfig) -> None:
     """Fail fast, before Prefect starts, on a missing, unreadable or empty corpus, on an empty
     training or held-out part, or on a device that is not there."""
-    devices.resolve_device(cfg.device)
-    ICTBlocks(cfg.blocks, part="train", heldout_fraction=cfg.heldout_fraction)
-    if cfg.eval_batches:
-        ICTBlocks(cfg.blocks, part="heldout", heldout_fraction=cfg.heldout_fraction)
+    devices.resolve_stage(cfg, "pretrain_ict")
+    ICTBlocks.split(cfg.blocks, cfg.heldout_fraction, require_heldout=cfg.eval_batches > 0)

@@ -206,6 +206,8 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         stream.load_state_dict(state["data"])
         run.load(state.get("run", {}), state.get("total_elapsed_s", 0.0))
         log.last = dict(run.last_metrics)
+        if step < cfg.steps and step not in run.resumed_at:
+            run.resumed_at.append(step)  # a resume that trains on; finding the run complete is not one
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if rank.distributed:  # the checkpoint holds rank 0's RNG; give the others their own stream
@@ -259,8 +261,6 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         if cfg.checkpoint_dir is not None and (reason or step % cfg.checkpoint_every == 0) and rank.is_main:
             run.total_elapsed_s = run.elapsed_before + time.monotonic() - t0
             run.last_metrics = dict(log.last)
-            if step - first_step and first_step and first_step not in run.resumed_at:
-                run.resumed_at.append(first_step)
             path = ckpt.save_checkpoint(Path(cfg.checkpoint_dir) / ckpt.step_dir_name(step), model, optimizer,
                                         scheduler, {"step": step, "data": stream.state_dict(),
                                                     "settings": all_settings, "total_elapsed_s": run.total_elapsed_s,
@@ -280,8 +280,6 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
     if trained and cfg.checkpoint_dir is None:
         run.total_elapsed_s = run.elapsed_before + time.monotonic() - t0
         run.last_metrics = dict(log.last)
-        if first_step and first_step not in run.resumed_at:
-            run.resumed_at.append(first_step)
     exported = False
     if reason == "completed" or cfg.export_partial:
         if rank.is_main and export is not None:

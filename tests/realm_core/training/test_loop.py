@@ -215,11 +215,13 @@ def test_bf16_autocast_on_cpu_trains_with_float32_weights():
         return ((out.float() - batch[1]) ** 2).mean(), {}
 
     model = no_dropout_net()
-    result = train(model, objective_bf16, batch_at, LoopConfig(steps=30, lr=1e-2, warmup_steps=0, precision="bf16",
-                                                                log_every=30))
+    losses = []
+    train(model, objective_bf16, batch_at, LoopConfig(steps=30, lr=1e-2, warmup_steps=0, precision="bf16",
+                                                      log_every=5),
+          on_log=lambda r: losses.append(r["loss"]) if r["event"] == "train" else None)
     assert set(seen) == {torch.bfloat16}  # the forward ran under bf16 autocast
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert result.last_metrics["loss"] < 30.0  # it still learns: the sum target starts near 8 x var
+    assert losses[-1] < 0.5 * losses[0]  # and it still learns
     with pytest.raises(RealmError, match="precision"):
         train(Net(), mse, batch_at, LoopConfig(steps=1, lr=1e-3, precision="auto"))
 
