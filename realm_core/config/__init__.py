@@ -10,6 +10,8 @@ from realm_core.config.prepare_corpus import PrepareCorpusConfig
 from realm_core.config.train_tagger import TrainTaggerConfig
 from realm_core.config.tag_entities import TagEntitiesConfig
 from realm_core.config.pretrain_ict import PretrainICTConfig
+from realm_core.config.pretrain_mlm import PretrainMLMConfig
+from realm_core.config.pretrain_realm import PretrainRealmConfig
 from realm_core.config.build_index import BuildIndexConfig
 from realm_core.config.reindex import ReindexConfig
 from realm_core.config.evaluate_retrieval import EvaluateRetrievalConfig, RetrieverSpec
@@ -23,6 +25,8 @@ __all__ = [
     "TrainTaggerConfig",
     "TagEntitiesConfig",
     "PretrainICTConfig",
+    "PretrainMLMConfig",
+    "PretrainRealmConfig",
     "BuildIndexConfig",
     "EvaluateRetrievalConfig",
     "ReindexConfig",

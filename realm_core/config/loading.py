@@ -17,6 +17,8 @@ from realm_core.config.prepare_corpus import PrepareCorpusConfig
 from realm_core.config.train_tagger import TrainTaggerConfig
 from realm_core.config.tag_entities import TagEntitiesConfig
 from realm_core.config.pretrain_ict import PretrainICTConfig
+from realm_core.config.pretrain_mlm import PretrainMLMConfig
+from realm_core.config.pretrain_realm import PretrainRealmConfig
 from realm_core.config.build_index import BuildIndexConfig
 from realm_core.config.evaluate_retrieval import EvaluateRetrievalConfig
 from realm_core.config.reindex import ReindexConfig
@@ -28,6 +30,8 @@ STAGES: dict[str, type[StageConfig]] = {
     "train_tagger": TrainTaggerConfig,
     "tag_entities": TagEntitiesConfig,
     "pretrain_ict": PretrainICTConfig,
+    "pretrain_mlm": PretrainMLMConfig,
+    "pretrain_realm": PretrainRealmConfig,
     "build_index": BuildIndexConfig,
     "evaluate_retrieval": EvaluateRetrievalConfig,
     "reindex": ReindexConfig,

@@ -80,9 +80,17 @@ class IndexRefresher:
         # Re-entrant: a future that is already done runs its done-callback (which takes the lock)
         # inside add_done_callback, i.e. while refresh() still holds it.
         self._lock = threading.RLock()
+        # Signalled by _on_done: wait() sleeps on it until no refresh is running or queued.
+        self._idle = threading.Condition(self._lock)
+        # The refresh whose _on_done has not run yet (None: idle). Cleared by _on_done, not by the
+        # future finishing, so a version or an error is always recorded before anyone sees idle.
         self._running: Future | None = None
         self._pending: Path | None = None
         self._published: list[str] = []
+        # Failures not yet raised to the caller, oldest first. Recorded here rather than read off
+        # `_running`: a queued refresh replaces `_running` as soon as the failed one ends, and the
+        # failure would be lost with it.
+        self._errors: list[BaseException] = []
         self.last_metrics: dict | None = None
 
     def _run(self, retriever: Path) -> str:
@@ -97,7 +105,7 @@ class IndexRefresher:
         if self._pool is None:
             return self._run(path)
         with self._lock:
-            if self._running is not None and not self._running.done():
+            if self._running is not None:  # running, or finished with its _on_done still to come
                 self._pending = path
                 return None
             self._start(path)
@@ -109,40 +117,46 @@ class IndexRefresher:
 
     def _on_done(self, future: Future) -> None:
         with self._lock:
-            if future.exception() is None:
+            error = future.exception()
+            if error is not None:
+                self._errors.append(error)
+            else:
                 self._published.append(future.result())
+            # Cleared before _start, which sets it again (and, if the new future is already done,
+            # runs a nested _on_done that clears it: the assignment in _start comes first).
+            self._running = None
             if self._pending is not None:
                 path, self._pending = self._pending, None
-                self._start(path)
+                try:
+                    self._start(path)
+                except BaseException as exc:  # e.g. the pool was shut down: report, don't drop
+                    self._errors.append(exc)
+            self._idle.notify_all()
 
     def poll(self) -> str | None:
-        """async: the newest version published since the last poll (None if none); a failed
-        background refresh raises its error here."""
+        """async: the newest version published since the last poll (None if none). A failed
+        background refresh raises its error here, once, oldest failure first (before versions)."""
         with self._lock:
-            running = self._running
-            if running is not None and running.done() and running.exception() is not None:
-                self._running = None
-                raise running.exception()
+            if self._errors:
+                raise self._errors.pop(0)
             if not self._published:
                 return None
             newest, self._published = self._published[-1], []
             return newest
 
     def wait(self) -> str | None:
-        """async: block until no refresh is running or queued; returns the newest published version."""
-        while True:
-            with self._lock:
-                running = self._running
-            if running is None:
-                break
-            running.exception()  # waits
-            with self._lock:
-                if self._running is running and self._pending is None:
-                    break
+        """async: block until no refresh is running or queued; returns the newest published version,
+        or raises the oldest failure not yet raised."""
+        with self._idle:
+            # _on_done starts the queued request in the same locked step that ends the last one, so
+            # `_running is None` already implies nothing queued; both are checked for clarity.
+            self._idle.wait_for(lambda: self._running is None and self._pending is None)
         return self.poll()
 
     def close(self) -> None:
-        """Wait for background work and stop the worker thread."""
+        """Wait for background work and stop the worker thread; raises a failure not yet raised."""
         if self._pool is not None:
-            self.wait()
-            self._pool.shutdown(wait=True)
+            try:
+                self.wait()
+            finally:  # stop the worker even when a failure is raised
+                self._pool.shutdown(wait=True)

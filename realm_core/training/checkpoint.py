@@ -87,8 +87,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
             else:
                 scalars.setdefault(str(idx), {})[name] = value
     rng_tensors, rng_json = capture_rng()
+    weights, aliases = _dedupe(model.state_dict())
     meta = {
         "format": FORMAT,
+        "aliases": aliases,
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
         "rng": rng_json,
@@ -96,12 +98,27 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
     }
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
+        save_file(weights, str(tmp / "model.safetensors"))
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return path
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors to save, with each shared one saved once (safetensors refuses shared memory: an
+    MLM decoder tied to the word embeddings), and {alias: saved name} to restore the others."""
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, value in state.items():
+        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        out[name] = value.detach().cpu().contiguous()
+    return out, aliases
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -131,6 +148,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
         rng = load_file(str(path / "rng.safetensors"))
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise RealmError(f"{path}: cannot read checkpoint tensors ({first_line(exc)})") from None
+    for alias, source in meta.get("aliases", {}).items():
+        if source in weights:
+            weights[alias] = weights[source]
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -104,6 +104,9 @@ class LoopConfig:
     # Evaluate every `eval_every` steps and at the end (0 = never); with `best_metric`, the best
     # model so far is kept (needs `save_model`) and published to `best_output_dir` at the end.
     eval_every: int = 0
+    # Also evaluate before the first step of a fresh run (step 0): the "before" of a before/after
+    # comparison, carried in the checkpoint with the other evaluations.
+    eval_at_start: bool = False
     best_metric: str | None = None
     best_mode: str = "max"  # "max": higher is better; "min": lower is better
     best_output_dir: str | None = None
@@ -221,6 +224,8 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
             torch.manual_seed(cfg.seed + rank.rank)
         log.reset()
 
+    if cfg.eval_at_start and evaluate is not None and latest is None:
+        run.evaluate(0, model, evaluate, save_model, rank.is_main, log)
     trainee = _wrap_ddp(model, rank, device)
     model.train()
     reason = "completed" if step >= cfg.steps else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -77,3 +78,41 @@ def test_async_errors_surface_at_poll(setup, tmp_path):
     with pytest.raises(RealmError, match="missing.parquet"):
         refresher.wait()
     refresher.close()
+
+
+@pytest.mark.parametrize("surface", ["wait", "poll"])
+def test_async_failure_with_a_queued_refresh_behind_it_is_not_lost(setup, tmp_path, surface):
+    # Regression: when a failing refresh had a request queued behind it, starting the queued one
+    # replaced the failed future and its error was never raised. Only the instance's `_run` is
+    # patched (the first call blocks, then fails): the bug is in the scheduling, not the build.
+    blocks, exports = setup
+    refresher = IndexRefresher(cfg(blocks, tmp_path / "index"), mode="async")
+    release, calls, real_run = threading.Event(), [], refresher._run
+
+    def run(path):
+        calls.append(path)
+        if len(calls) == 1:
+            assert release.wait(timeout=60)
+            raise RealmError("first refresh failed")
+        return real_run(path)
+
+    refresher._run = run
+    try:
+        refresher.refresh(exports / "step_0000100")
+        refresher.refresh(exports / "step_0000200")  # queued while the first runs
+        assert refresher.poll() is None  # nothing published, nothing failed yet
+        release.set()
+        with pytest.raises(RealmError, match="first refresh failed"):
+            if surface == "wait":
+                refresher.wait()
+            else:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    refresher.poll()  # raises once the first refresh has failed
+                    time.sleep(0.01)
+        newest = refresher.wait()  # the error is reported once; the queued refresh still published
+        assert calls == [exports / "step_0000100", exports / "step_0000200"]
+        assert newest is not None and newest == index.current_version(tmp_path / "index")
+        assert refresher.poll() is None
+    finally:
+        refresher.close()  # nothing unreported left: does not raise
