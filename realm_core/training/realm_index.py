@@ -257,13 +257,16 @@ class Refresher:
     def __init__(self, holder, retriever: RetrieverEmbedder, doc_ids, versions: IndexVersions, *,
                  schedule: RefreshSchedule, mode: str = "sync", precision: str = "fp32", batch_size: int = 64,
                  runner: RefreshRunner | None = None, info: Callable[[str], None] = lambda m: None,
-                 last_step: int | None = None) -> None:
+                 last_step: int | None = None, main: bool = True,
+                 barrier: Callable[[], None] = lambda: None) -> None:
         if mode not in ("sync", "async"):
             raise RealmError(f"refresh mode must be 'sync' or 'async', got {mode!r}")
         self.holder, self.retriever, self.doc_ids, self.versions = holder, retriever, doc_ids, versions
         self.schedule, self.mode, self.precision, self.batch_size = schedule, mode, precision, batch_size
         self.runner = runner or ThreadRunner()
         self.info, self.last_step = info, last_step
+        # Under torchrun (sync only) rank 0 embeds and saves; the others wait, then load the version.
+        self.main, self.barrier = main, barrier
         self._pending: tuple[FutureLike, int, int] | None = None  # (future, version, snapshot step)
         self.skipped = 0
         self._abort = False
@@ -296,7 +299,9 @@ class Refresher:
             return  # an index made after the last step would never be used
         version = self.holder.next_version()
         if self.mode == "sync":
-            self.runner.run(lambda: self.build(version, step, self._snapshot()), version, step)
+            if self.main:
+                self.runner.run(lambda: self.build(version, step, self._snapshot()), version, step)
+            self.barrier()
             self._pending = (_Done(), version, step)
             self._install(step)
         elif self._pending is not None:

@@ -114,7 +114,8 @@ def run_pretrain_realm(cfg: PretrainRealmConfig, on_log: Callable[[dict[str, Any
         schedule = RefreshSchedule(cfg.refresh_schedule)
         refresher = Refresher(stream, model.retriever, corpus.doc_ids, versions, schedule=schedule,
                               mode=cfg.refresh_mode, precision=precision, batch_size=cfg.refresh_batch_size,
-                              runner=runner, info=info, last_step=cfg.steps)
+                              runner=runner, info=info, last_step=cfg.steps, main=rank.is_main,
+                              barrier=distributed.barrier)
         retrieval = cfg.num_candidates > 1
 
         def cold_start() -> None:
@@ -158,8 +159,13 @@ def run_pretrain_realm(cfg: PretrainRealmConfig, on_log: Callable[[dict[str, Any
                 stream.load_state_dict(state)
                 stream.step = int(state.get("step", 0))
 
+        if rank.distributed:
+            # Index v0 needs every rank (rank 0 embeds, all load, a barrier between), and the loop's
+            # step-0 evaluation runs on rank 0 alone: build it now, not lazily inside that evaluation.
+            ensure_live()
         warmup = None if cfg.warmup_steps < 0 else cfg.warmup_steps
-        loop_cfg = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=warmup, seed=cfg.seed, log_every=cfg.log_every,
+        loop_cfg = LoopConfig(steps=cfg.steps, lr=cfg.lr, lr_groups=(("retriever.", cfg.retriever_lr),),
+                              warmup_steps=warmup, seed=cfg.seed, log_every=cfg.log_every,
                               grad_accum=cfg.grad_accum, precision=precision,
                               eval_every=cfg.eval_every or cfg.steps,  # 0: at step 0 and the end only
                               eval_at_start=cfg.eval_examples > 0, checkpoint_dir=cfg.checkpoint_dir,

@@ -67,6 +67,7 @@ def test_flow_completes_and_refreshes_are_task_runs(prefect_api, inputs, tmp_pat
     assert len(curve.read_text().splitlines()) == 1 + 6  # header + one row per step (log_every 1)
 
 
+@pytest.mark.slow  # async mode also runs in tests/realm_core/training/test_realm_index.py
 def test_async_refresh_flow_completes(prefect_api, inputs, tmp_path):
     from flows.pretrain_realm import pretrain_realm_flow
 
@@ -87,6 +88,7 @@ def cli(args: list[str], api_url: str | None = None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+@pytest.mark.slow  # two CLI runs (~50 s); the in-process SIGKILL test in test_realm_stage.py stays on
 def test_kill_9_mid_training_then_rerun_continues_to_the_same_run(prefect_api, inputs, tmp_path):
     run = dict(steps=12, refresh_schedule="3", eval_every=6)
     reference = run_pretrain_realm(realm_config(tmp_path / "straight", *inputs, **run), info=lambda line: None)

@@ -183,3 +183,21 @@ def test_resume_must_refuses_other_settings_and_check_inputs_names_the_key(strai
         check_inputs(cfg)
     with pytest.raises(RealmError, match="refresh schedule 'soon'"):
         check_inputs(realm_config(tmp_path, *inputs, refresh_schedule="soon"))
+
+
+@pytest.mark.slow  # two torchrun processes and a Prefect server (~50 s)
+def test_torchrun_two_gloo_processes_train_and_evaluate(inputs, tmp_path):
+    """`torchrun --nproc-per-node 2 -m flows.pretrain_realm` (gloo): rank 0 builds index v0 and
+    every sync refresh, all ranks retrieve from them, rank 0 alone evaluates and writes."""
+    import yaml
+
+    params = realm_params(tmp_path / "run", *inputs, steps=4, refresh_schedule="2", eval_examples=4, batch_size=4)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"pretrain_realm": params}))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "flows.pretrain_realm", "--params", str(tmp_path / "p.yaml")],
+                          cwd=ROOT, env=stage_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads(Path(params["metrics_file"]).read_text())
+    assert metrics["completed"] and metrics["processes"] == 2 and metrics["refreshes"] == 1
+    assert set(metrics["heldout"]) >= {"marginal_accuracy", "null_accuracy", "baseline_accuracy", "retrieval_utility"}
+    assert RetrieverEmbedder.from_pretrained(params["retriever_output_dir"]) is not None
