@@ -187,6 +187,13 @@ class IndexVersions:
         return LiveIndex(version=version, step=int(meta["step"]), snapshot=snapshot.to(template.device),
                          vectors=vectors, seconds=float(meta.get("seconds", 0.0)))
 
+    def clean_temporary(self) -> None:
+        """Remove what a killed writer left half written (at start, before any refresh runs)."""
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                if child.name.startswith(".") and not _VERSION.match(child.name):
+                    shutil.rmtree(child, ignore_errors=True)
+
     def prune(self, keep: set[int], *, temporary: bool = True) -> None:
         """Delete every version not in `keep`, and with `temporary` the leftovers of killed writers
         (never while an async refresh may be writing one)."""

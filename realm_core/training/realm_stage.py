@@ -110,6 +110,8 @@ def run_pretrain_realm(cfg: PretrainRealmConfig, on_log: Callable[[dict[str, Any
         builder = CandidateBuilder(corpus, model.encoder, k=cfg.num_candidates, allow_trivial=cfg.allow_trivial,
                                    precision=precision)
         versions = IndexVersions(Path(cfg.checkpoint_dir) / "index")
+        if rank.is_main:
+            versions.clean_temporary()
         stream = RealmStream(source, builder, batch_size=micro, versions=versions, template=model.retriever)
         schedule = RefreshSchedule(cfg.refresh_schedule)
         refresher = Refresher(stream, model.retriever, corpus.doc_ids, versions, schedule=schedule,
