@@ -2,69 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, update_progress_artifact
 from prefect.states import Failed
 
 from realm_core.config import PretrainICTConfig
 from realm_core.errors import RealmError
 from realm_core.training.ict_stage import init_label, run_pretrain_ict
-
-
-class _Curves:
-    """Training records -> Prefect log, progress artifact and dvclive curves (for `dvc plots`).
-
-    dvclive starts fresh on a fresh run and appends on a resumed one (the loop announces a resume
-    with its first record), so the curves follow the checkpoint's history.
-    """
-
-    def __init__(self, cfg: PretrainICTConfig) -> None:
-        self.cfg = cfg
-        self.logger = get_run_logger()
-        self.progress = create_progress_artifact(0.0, key="pretrain-ict-progress", description="pretrain_ict")
-        self.live = None
-        self.live_failed = False
-
-    def _open_live(self, resume: bool) -> None:
-        from dvclive import Live  # import on first use: it is slow to import
-
-        try:
-            self.live = Live(self.cfg.plots_dir, resume=resume, save_dvc_exp=False, dvcyaml=None)
-        except Exception as exc:  # noqa: BLE001 - e.g. dvclive 3.49 raises SCMError in a git repo without commits
-            self.live_failed = True
-            self.logger.warning("dvclive curves disabled (%s: %s); the log and metrics file still have them",
-                                type(exc).__name__, exc)
-
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if self.live is None and not self.live_failed:
-            self._open_live(resume=rec.get("event") == "resume")
-        if rec.get("event") != "train":
-            self.logger.info("%s", rec)
-            return
-        self.logger.info(
-            "step %d/%d  loss %.4f  acc %.3f  masked acc %.3f  lr %.2e  %.2f steps/s", rec["step"], self.cfg.steps,
-            rec["loss"], rec.get("accuracy", float("nan")), rec.get("masked_accuracy", float("nan")), rec["lr"],
-            rec["steps_per_s"])
-        update_progress_artifact(self.progress, 100.0 * rec["step"] / self.cfg.steps)
-        if self.live is None:
-            return
-        self.live.step = rec["step"]
-        for key in ("loss", "accuracy", "masked_accuracy", "unmasked_accuracy", "lr", "grad_norm"):
-            if key in rec:
-                self.live.log_metric(f"train/{key}", rec[key])
-        self.live.make_summary()
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
+from tasks.curves import TrainingCurves
 
 
 @task(name="train_ict", cache_result_in_memory=False)
 def train_ict_task(cfg: PretrainICTConfig):
     """Save the step-0 init, then train/resume ICT; curves to the log, the UI and dvclive."""
-    curves = _Curves(cfg)
+    curves = TrainingCurves("pretrain_ict", cfg.steps, cfg.plots_dir,
+                            ("loss", "accuracy", "masked_accuracy", "unmasked_accuracy", "lr", "grad_norm"),
+                            lambda r: f"step {r['step']}/{cfg.steps}  loss {r['loss']:.4f}  acc "
+                                      f"{r.get('accuracy', float('nan')):.3f}  masked acc "
+                                      f"{r.get('masked_accuracy', float('nan')):.3f}  lr {r['lr']:.2e}  "
+                                      f"{r['steps_per_s']:.2f} steps/s")
     try:
         metrics = run_pretrain_ict(cfg, on_log=curves, info=curves.logger.info)
     except RealmError as exc:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from realm_core.config import PretrainRealmConfig
 from realm_core.errors import RealmError
 from realm_core.training.realm_stage import run_pretrain_realm
+from tasks.curves import TrainingCurves
 
 _CURVES = ("loss", "accuracy", "null_accuracy", "retrieval_utility", "p_null", "p_null_posterior",
            "answer_in_candidates", "staleness", "lr", "grad_norm")
@@ -49,50 +50,16 @@ class PrefectRunner:
         return _Future(refresh_index.submit(job, version, step))
 
 
-class _Curves:
-    """Training records -> Prefect log, progress artifact and dvclive curves (for `dvc plots`)."""
-
-    def __init__(self, cfg: PretrainRealmConfig) -> None:
-        self.cfg = cfg
-        self.logger = get_run_logger()
-        self.progress = create_progress_artifact(0.0, key="pretrain-realm-progress", description="pretrain_realm")
-        self.live = None
-        self.live_failed = False
-
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if self.live is None and not self.live_failed:
-            from dvclive import Live  # slow to import
-
-            try:
-                self.live = Live(self.cfg.plots_dir, resume=rec.get("event") == "resume", save_dvc_exp=False,
-                                 dvcyaml=None)
-            except Exception as exc:  # noqa: BLE001 - e.g. a git repo without commits
-                self.live_failed = True
-                self.logger.warning("dvclive curves disabled (%s: %s)", type(exc).__name__, exc)
-        if rec.get("event") != "train":
-            self.logger.info("%s", rec)
-            return
-        self.logger.info("step %d/%d  loss %.4f  acc %.3f  null acc %.3f  RU %.4f  p(null) %.3f  stale %d  %.3f steps/s",
-                         rec["step"], self.cfg.steps, rec["loss"], rec.get("accuracy", float("nan")),
-                         rec.get("null_accuracy", float("nan")), rec.get("retrieval_utility", float("nan")),
-                         rec.get("p_null", float("nan")), rec.get("staleness", 0), rec["steps_per_s"])
-        update_progress_artifact(self.progress, 100.0 * rec["step"] / self.cfg.steps)
-        if self.live is not None:
-            self.live.step = rec["step"]
-            for key in _CURVES:
-                if rec.get(key) is not None:
-                    self.live.log_metric(f"train/{key}", rec[key])
-            self.live.make_summary()
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
-
-
 @task(name="train_realm", cache_result_in_memory=False)
 def train_realm_task(cfg: PretrainRealmConfig):
     """Train/resume REALM; refreshes are task runs of their own (sync or beside training)."""
-    curves = _Curves(cfg)
+    curves = TrainingCurves("pretrain_realm", cfg.steps, cfg.plots_dir, _CURVES,
+                            lambda r: f"step {r['step']}/{cfg.steps}  loss {r['loss']:.4f}  acc "
+                                      f"{r.get('accuracy', float('nan')):.3f}  null acc "
+                                      f"{r.get('null_accuracy', float('nan')):.3f}  RU "
+                                      f"{r.get('retrieval_utility', float('nan')):.4f}  p(null) "
+                                      f"{r.get('p_null', float('nan')):.3f}  stale {r.get('staleness', 0):.0f}  "
+                                      f"{r['steps_per_s']:.3f} steps/s")
     try:
         metrics = run_pretrain_realm(cfg, on_log=curves, info=curves.logger.info, runner=PrefectRunner())
     except RealmError as exc:
