@@ -23,12 +23,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
+from realm_core.modeling.inputs import InputBuilder
 from realm_core.pretrained import load_tokenizer, resolve_pretrained, scratch_bert_config
 
 FORMAT = "realm-knowledge-aug-encoder/1"
@@ -50,6 +50,7 @@ class KnowledgeAugEncoder(nn.Module):
             raise RealmError("encoder: a BERT tokenizer with [CLS], [SEP], [PAD] and [MASK] tokens is required")
         self.cls_id, self.sep_id, self.pad_id, self.mask_id = (int(i) for i in ids)
         self.vocab_size = int(mlm.config.vocab_size)
+        self.inputs = InputBuilder(tokenizer)  # the retriever's padding, shared
 
     @property
     def device(self) -> torch.device:
@@ -76,17 +77,8 @@ class KnowledgeAugEncoder(nn.Module):
         return q + tail + [self.sep_id], len(q)
 
     def pad(self, seqs: Sequence[Sequence[int]], segment_starts: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Right-pad to the longest row; token_type 1 from `segment_starts[i]` on."""
-        width = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        types = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, (seq, start) in enumerate(zip(seqs, segment_starts)):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-            types[row, start: len(seq)] = 1
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                "token_type_ids": torch.from_numpy(types)}
+        """Right-pad to the longest row; token_type 1 from `segment_starts[i]` on (InputBuilder.pad)."""
+        return self.inputs.pad(seqs, segment_starts)
 
     # ------------------------------------------------------------------ save / load
 
