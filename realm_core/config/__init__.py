@@ -15,6 +15,10 @@ from realm_core.config.pretrain_realm import PretrainRealmConfig
 from realm_core.config.build_index import BuildIndexConfig
 from realm_core.config.reindex import ReindexConfig
 from realm_core.config.evaluate_retrieval import EvaluateRetrievalConfig, RetrieverSpec
+from realm_core.config.report import ReportConfig
+from realm_core.config.tokenize_corpus import TokenizeCorpusConfig
+from realm_core.config.finetune_qa import FinetuneQAConfig, QAMethod
+from realm_core.config.evaluate import EvaluateConfig
 from realm_core.config.loading import STAGES, apply_overrides, deep_merge, field_docs, load_stage_config, read_params_file
 
 __all__ = [
@@ -30,6 +34,11 @@ __all__ = [
     "BuildIndexConfig",
     "EvaluateRetrievalConfig",
     "ReindexConfig",
+    "TokenizeCorpusConfig",
+    "FinetuneQAConfig",
+    "QAMethod",
+    "EvaluateConfig",
+    "ReportConfig",
     "STAGES",
     "deep_merge",
     "read_params_file",

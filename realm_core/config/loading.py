@@ -22,6 +22,10 @@ from realm_core.config.pretrain_realm import PretrainRealmConfig
 from realm_core.config.build_index import BuildIndexConfig
 from realm_core.config.evaluate_retrieval import EvaluateRetrievalConfig
 from realm_core.config.reindex import ReindexConfig
+from realm_core.config.report import ReportConfig
+from realm_core.config.tokenize_corpus import TokenizeCorpusConfig
+from realm_core.config.finetune_qa import FinetuneQAConfig
+from realm_core.config.evaluate import EvaluateConfig
 from realm_core.errors import RealmError
 
 #: stage name -> config class. The name is the params.yaml section, dvc stage and flow module.
@@ -35,6 +39,10 @@ STAGES: dict[str, type[StageConfig]] = {
     "build_index": BuildIndexConfig,
     "evaluate_retrieval": EvaluateRetrievalConfig,
     "reindex": ReindexConfig,
+    "tokenize_corpus": TokenizeCorpusConfig,
+    "finetune_qa": FinetuneQAConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
 }
 
 

@@ -1,0 +1,222 @@
+"""ORQA's span reader, which REALM fine-tunes for open QA (REALM_NOTES §1.5).
+
+Input `[CLS] question [SEP] block_body [SEP]` (at most `seq_len` = 320 wordpieces; the question is
+cut to `max_question_len`, the block to what is left, and the last position is always [SEP]).
+Span scorer over BERT's token states: a dense layer to 2 × `span_hidden` (256), split into start
+and end halves; for every span of width 1..`max_span_width` (10), ReLU(start[s] + end[e]) →
+LayerNorm (eps 1e-3, Keras' default in ORQA) → dense to 1. Spans must lie inside the block;
+others get −10000, ORQA's mask value. The caller adds the block's retrieval score to each span
+logit, so one softmax runs over every (block, span) pair of the top 5. Dense layers start from a
+truncated normal with std 0.02, as in ORQA.
+
+Saved HF-style: the BERT encoder as a `BertModel` directory (config.json, model.safetensors,
+tokenizer files), the span head in `span_head.safetensors`, and `realm_reader.json` (format,
+lengths, init). `from_init` accepts any BERT checkpoint, including this project's
+knowledge-augmented encoders (`models/pretrain_mlm`, `models/realm_encoder`), whose MLM head is
+dropped: that is how ORQA's reader starts from BERT and REALM's from its pre-trained encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from realm_core.errors import RealmError, first_line
+from realm_core.io import atomic_path
+from realm_core.modeling.inputs import InputBuilder
+from realm_core.pretrained import load_tokenizer, resolve_pretrained
+
+FORMAT = "realm-span-reader/1"
+META_FILE = "realm_reader.json"
+HEAD_FILE = "span_head.safetensors"
+MASK_VALUE = -10000.0  # ORQA's logit for a span outside the block
+
+
+class SpanReader(nn.Module):
+    """BERT + ORQA's span MLP; `forward` returns span logits [rows, seq, max_span_width]."""
+
+    def __init__(self, bert: nn.Module, tokenizer, *, init: str = "", span_hidden: int = 256,
+                 max_span_width: int = 10, seq_len: int = 320, max_question_len: int = 32,
+                 layer_norm_eps: float = 1e-3) -> None:
+        super().__init__()
+        if seq_len > bert.config.max_position_embeddings:
+            raise RealmError(f"reader: seq_len {seq_len} exceeds the model's {bert.config.max_position_embeddings} positions")
+        if not 3 <= max_question_len + 3 <= seq_len - 1:
+            raise RealmError(f"reader: max_question_len {max_question_len} leaves no room for a block in {seq_len}")
+        self.bert, self.tokenizer, self.init_name = bert, tokenizer, init
+        self.span_hidden, self.max_span_width = span_hidden, max_span_width
+        self.seq_len, self.max_question_len, self.layer_norm_eps = seq_len, max_question_len, layer_norm_eps
+        hidden = bert.config.hidden_size
+        self.span_proj = nn.Linear(hidden, 2 * span_hidden)
+        self.span_norm = nn.LayerNorm(span_hidden, eps=layer_norm_eps)
+        self.span_out = nn.Linear(span_hidden, 1)
+        for layer in (self.span_proj, self.span_out):
+            nn.init.trunc_normal_(layer.weight, std=0.02, a=-0.04, b=0.04)
+            nn.init.zeros_(layer.bias)
+        self.inputs = InputBuilder(tokenizer)
+        self.cls_id, self.sep_id = self.inputs.cls_id, self.inputs.sep_id
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live."""
+        return next(self.parameters()).device
+
+    def forward(self, input_ids, attention_mask, token_type_ids, block_start, block_end) -> torch.Tensor:
+        """Span logits [rows, seq, width]: entry (r, s, w) scores the span s..s+w of row r.
+
+        `block_start` / `block_end` [rows] are the first and last position of each row's block;
+        spans not inside them get MASK_VALUE. Computed in float32 whatever the autocast.
+        """
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
+        proj = self.span_proj(hidden).float()
+        start, end = proj.split(self.span_hidden, dim=-1)  # [R, L, H] each
+        length = hidden.size(1)
+        offsets = torch.arange(self.max_span_width, device=hidden.device)
+        starts = torch.arange(length, device=hidden.device)
+        ends = starts[:, None] + offsets[None, :]  # [L, W]
+        end_h = end[:, ends.clamp(max=length - 1)]  # [R, L, W, H]
+        span = torch.relu(start[:, :, None, :] + end_h)
+        logits = self.span_out(self.span_norm(span)).squeeze(-1).float()  # [R, L, W]
+        valid = (starts[None, :, None] >= block_start[:, None, None]) & (ends[None] <= block_end[:, None, None])
+        return logits.masked_fill(~valid, MASK_VALUE)
+
+    # ------------------------------------------------------------------ inputs
+
+    def question_ids(self, questions: Sequence[str]) -> list[list[int]]:
+        """Question wordpieces (no special tokens), cut to `max_question_len`."""
+        return [q[: self.max_question_len] for q in self.inputs.wordpieces(questions)]
+
+    def pair(self, question: Sequence[int], body: Sequence[int]) -> tuple[list[int], int, int]:
+        """`[CLS] q [SEP] body [SEP]` ids (at most seq_len; the body cut to fit, the last position
+        [SEP]), and the first and last position of the body (last < first for an empty body)."""
+        q = list(question[: self.max_question_len])
+        room = self.seq_len - len(q) - 3
+        first = len(q) + 2
+        body = [int(t) for t in body[:room]]
+        return [self.cls_id, *q, self.sep_id, *body, self.sep_id], first, first + len(body) - 1
+
+    def batch(self, pairs: Sequence[tuple[list[int], int, int]]) -> dict[str, torch.Tensor]:
+        """Padded tensors for `pairs` from `pair` (segment 1 from the body on), on the model's device."""
+        batch = self.inputs.pad([p[0] for p in pairs], [p[1] for p in pairs])
+        batch["block_start"] = torch.tensor([p[1] for p in pairs], dtype=torch.long)
+        batch["block_end"] = torch.tensor([p[2] for p in pairs], dtype=torch.long)
+        device = self.device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ save / load
+
+    def meta(self) -> dict[str, Any]:
+        """What `realm_reader.json` holds."""
+        return {"format": FORMAT, "init": self.init_name, "span_hidden": self.span_hidden,
+                "max_span_width": self.max_span_width, "seq_len": self.seq_len,
+                "max_question_len": self.max_question_len, "layer_norm_eps": self.layer_norm_eps}
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the reader directory atomically (a temp dir renamed into place)."""
+        from safetensors.torch import save_file
+
+        from realm_core.modeling.embedder import _quiet_transformers
+
+        path = Path(path)
+        old = path.with_name(f".{path.name}.old")
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            with _quiet_transformers():
+                self.bert.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            head = {f"{name}.{k}": v.detach().cpu().contiguous()
+                    for name in ("span_proj", "span_norm", "span_out")
+                    for k, v in getattr(self, name).state_dict().items()}
+            save_file(head, str(tmp / HEAD_FILE))
+            (tmp / META_FILE).write_text(json.dumps(self.meta(), indent=2, sort_keys=True) + "\n")
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> "SpanReader":
+        """Load a directory written by `save_pretrained`."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = read_meta(path)
+        model = cls(_load_bert(str(path), str(path)), load_tokenizer(str(path)), init=meta.get("init", ""),
+                    span_hidden=int(meta["span_hidden"]), max_span_width=int(meta["max_span_width"]),
+                    seq_len=int(meta["seq_len"]), max_question_len=int(meta["max_question_len"]),
+                    layer_norm_eps=float(meta["layer_norm_eps"]))
+        try:
+            head = load_file(str(path / HEAD_FILE))
+        except (OSError, ValueError) as exc:
+            raise RealmError(f"{path / HEAD_FILE}: cannot load the span head ({first_line(exc)})") from None
+        for name in ("span_proj", "span_norm", "span_out"):
+            getattr(model, name).load_state_dict({k.split(".", 1)[1]: v for k, v in head.items()
+                                                  if k.startswith(name + ".")})
+        return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_init(cls, init: str, *, seed: int = 0, device: str | torch.device | None = None,
+                  **kw: Any) -> "SpanReader":
+        """A reader from a saved reader directory (as is) or any BERT checkpoint (new span head,
+        drawn from `seed`); `kw` are the constructor's lengths and sizes."""
+        path = resolve_pretrained(init)
+        if _is_reader_dir(Path(path)):
+            return cls.from_pretrained(path, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(_load_bert(init, path), load_tokenizer(path if Path(path).exists() else init), init=init, **kw)
+        return model.to(device) if device is not None else model
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """`realm_reader.json` of a saved reader; RealmError if `path` is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RealmError(f"{path}: reader directory does not exist")
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RealmError(f"{path / META_FILE}: cannot read ({first_line(exc)}); not a saved reader") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RealmError(f"{path / META_FILE}: not a span reader (expected format {FORMAT!r})")
+    return meta
+
+
+def _is_reader_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _load_bert(init: str, path: str):
+    """A `BertModel` (no pooler) from any BERT checkpoint; an MLM or other head is dropped."""
+    from transformers import BertConfig, BertModel
+
+    from realm_core.modeling.embedder import _quiet_transformers
+
+    if not Path(path).exists() and (init.startswith(("/", ".", "~")) or Path(path).is_absolute()):
+        raise RealmError(f"reader init '{init}': {path} does not exist")
+    try:
+        config = BertConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise RealmError(f"reader init '{init}': cannot load a BERT config ({first_line(exc)})") from None
+    if config.model_type != "bert":
+        raise RealmError(f"reader init '{init}': model_type {config.model_type!r}, expected a BERT checkpoint")
+    try:
+        with _quiet_transformers():
+            bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=False,
+                                                   output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise RealmError(f"reader init '{init}': cannot load weights ({first_line(exc)})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+    if missing:
+        raise RealmError(f"reader init '{init}': checkpoint lacks {len(missing)} encoder weights, e.g. {missing[0]}")
+    return bert
