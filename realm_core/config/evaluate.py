@@ -38,6 +38,9 @@ class EvaluateConfig(StageConfig):
     """Score this NQ-open JSONL file (one {"question", "answer": [...]} per line) instead of the
     dataset's test split; a malformed line is an error naming file:line."""
 
+    max_questions: int = Field(default=0, ge=0)
+    """Score only the first N questions of each set (0 = all; the smoke profile's shortcut)."""
+
     ks: list[int] = [1, 5, 20, 100]
     """Cut-offs for the fine-tuned retriever's Recall@k."""
 

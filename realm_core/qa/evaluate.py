@@ -161,6 +161,13 @@ def run_evaluate(cfg: EvaluateConfig, info: Callable[[str], None] = print) -> di
 
 
 def _question_sets(cfg: EvaluateConfig) -> dict[str, tuple[str, list[QAExample]]]:
+    sets = _all_question_sets(cfg)
+    if cfg.max_questions:
+        sets = {k: (split, ex[: cfg.max_questions]) for k, (split, ex) in sets.items()}
+    return sets
+
+
+def _all_question_sets(cfg: EvaluateConfig) -> dict[str, tuple[str, list[QAExample]]]:
     if cfg.dataset_file:
         return {"main": ("file:" + cfg.dataset_file, load_nq_open(cfg.dataset_file))}
     sets = {"main": ("test", load_qa(cfg.dataset, "test", cfg.data_dir))}

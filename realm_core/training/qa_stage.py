@@ -122,11 +122,15 @@ def run_finetune_qa(cfg: FinetuneQAConfig, on_log: Callable[[dict[str, Any]], No
             train_items = [it for it in train_items if it.gold.regex or it.gold.rows]
         dev = load_qa(cfg.dataset, "dev", cfg.data_dir)
         dev_items = prepare(dev[: cfg.dev_questions or None], model.reader, finder, query_len=cfg.query_len)
+        if not dev_items:
+            raise RealmError(f"finetune_qa: dataset '{cfg.dataset}' has no dev questions to select a model on")
         if rank.is_main:
             info(f"{cfg.dataset}/{cfg.method}: {len(train_items):,} training questions ({n_train_all - len(train_items):,} "
                  f"without an answer in the corpus left out), {len(dev_items):,} dev; retriever {method.retriever}, "
                  f"reader {method.reader}; {rank.world_size} process(es), device {device}, precision {precision}")
-        stream = QAStream(train_items, batch_size=micro, seed=cfg.seed, rank=rank.rank, world_size=rank.world_size)
+        # QAStream splits its batch_size over the processes: give it the micro-step over all of them.
+        stream = QAStream(train_items, batch_size=micro * rank.world_size, seed=cfg.seed, rank=rank.rank,
+                          world_size=rank.world_size)
         index_hash = getattr(model.blocks, "encoder_hash", None)
         record = {"format": QA_FORMAT, "dataset": cfg.dataset, "method": cfg.method,
                   "retriever_init": method.retriever, "reader_init": method.reader,
