@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -66,6 +67,22 @@ def exact_match(prediction: str, answers: Iterable[str]) -> bool:
     """
     pred = normalize_answer(prediction)
     return any(pred == normalize_answer(a) for a in answers)
+
+
+def token_f1(prediction: str, answers: Sequence[str], answer_type: AnswerType = "text") -> float:
+    """SQuAD's token F1 of the normalised prediction, max over the references; a regex answer
+    (CuratedTREC) has no tokens to overlap, so it scores 1.0 when `regex_match` holds, else 0.0."""
+    if answer_type == "regex":
+        return float(any(regex_match(prediction, p) for p in answers))
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for answer in answers:
+        ref = normalize_answer(answer).split()
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(ref)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
 
 
 @lru_cache(maxsize=4096)
