@@ -9,6 +9,7 @@ longer than the whole budget is split at word boundaries.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -35,12 +36,14 @@ N_SPECIAL = 3  # [CLS] title [SEP] text [SEP]
 
 # Characters Python's str.split() treats as whitespace but BERT's normaliser deletes as control
 # characters; removing them keeps chunk-based counting exact (and they are never content).
-_CONTROL_WS = str.maketrans("", "", "\x0b\x0c\x1c\x1d\x1e\x1f\x85")
+_CONTROL_WS_RE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
 
 
 def clean_control(text: str) -> str:
     """Drop the control characters that would make whitespace splitting disagree with BERT."""
-    return text.translate(_CONTROL_WS)
+    # A regex scan, not str.translate: translate looks every character up in a dict (slow), and
+    # almost no text holds one of these.
+    return _CONTROL_WS_RE.sub("", text) if _CONTROL_WS_RE.search(text) else text
 
 
 def block_id(source: str, doc_id: str, block_index: int) -> int:
@@ -112,7 +115,8 @@ class BlockPacker:
         # str.split() splits on every Python whitespace; the ones BERT does not treat as
         # whitespace (control characters it deletes) were removed by `clean_control`.
         split = [t.split() for t in texts]
-        misses = {c for chunks in split for c in chunks} - cache.keys()
+        # A membership test per chunk: `set - cache.keys()` would iterate the whole cache.
+        misses = {c for chunks in split for c in chunks if c not in cache}
         if misses:
             if len(cache) > 2_000_000:  # bound memory on huge, diverse corpora
                 cache.clear()

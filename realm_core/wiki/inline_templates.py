@@ -8,7 +8,6 @@ Dates matter twice: they are salient spans that REALM masks.
 from __future__ import annotations
 
 import calendar
-from typing import Callable
 
 _MONTHS = list(calendar.month_name)
 
@@ -45,10 +44,10 @@ def is_inline_template(name: str) -> bool:
     )
 
 
-def render_inline_template(node, plain: Callable) -> str:
-    """Render an allowed template node to text (unknown ones render as '')."""
-    name = _norm(plain(node.name))
-    positional = [plain(p.value).strip() for p in node.params if not p.showkey]
+def render_inline_template(name: str, positional: list[str]) -> str:
+    """Render an allowed template, given its rendered name and the stripped rendered values of
+    its positional parameters, to text (unknown ones render as '')."""
+    name = _norm(name)
     if name in _LITERAL:
         return _LITERAL[name]
     if name in _DATE_TEMPLATES:

@@ -25,12 +25,8 @@ from __future__ import annotations
 import html
 import re
 
-import mwparserfromhell
-from mwparserfromhell.nodes import (
-    Argument, Comment, ExternalLink, Heading, HTMLEntity, Tag, Template, Text, Wikilink,
-)
-
-from realm_core.wiki.inline_templates import render_inline_template, is_inline_template
+from realm_core.wiki.inline_templates import is_inline_template
+from realm_core.wiki.render import LIST_MARK as _LIST_MARK, SKIP_SECTIONS as _SKIP_SECTIONS, render_wikitext
 
 
 class WikitextError(Exception):
@@ -49,33 +45,20 @@ _DROP_TAG_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+# Line-start patterns are written as "\n..." and applied to "\n" + text instead of with `^` and
+# re.MULTILINE: the same matches, but a leading literal lets the regex engine skip to candidate
+# newlines, where `^` makes it try every position (3-5x slower on whole pages).
+_LIST_LINE_RE = re.compile(r"\n[*#;][^\n]*")
+_HEADING_LINE_RE = re.compile(r"\n(={1,6})\s*([^=\n][^\n]*?)\s*\1\s*$", re.MULTILINE)
 # A plain article link: no nested brackets, no namespace colon (File:, Category:, fr:, ...).
-# These are most of a page's nodes; rendering them with a regex before mwparserfromhell builds
-# its tree roughly halves parse time. Anything else (captions with links, namespaced links) is
-# left to the parser, and since inner links are rewritten first, a File caption holding links
-# still parses as one File link and is dropped.
-_LIST_LINE_RE = re.compile(r"^[*#;][^\n]*", re.MULTILINE)
-_HEADING_LINE_RE = re.compile(r"^(={1,6})\s*([^=\n][^\n]*?)\s*\1\s*$", re.MULTILINE)
+# These are most of a page's nodes; rendering them with a regex before mwparserfromhell
+# tokenizes the page roughly halves parse time. Anything else (captions with links, namespaced
+# links) is left to the parser, and since inner links are rewritten first, a File caption
+# holding links still parses as one File link and is dropped.
 _SIMPLE_LINK_RE = re.compile(r"\[\[([^\[\]|:{}<>]+)(?:\|([^\[\]{}]*))?\]\]")
-_BRACES_RE = re.compile(r"\{\{|\}\}|^[ \t]*\{\||^[ \t]*\|\}", re.MULTILINE)
+_BRACES_RE = re.compile(r"\{\{|\}\}|\n[ \t]*\{\||\n[ \t]*\|\}")
 _TEMPLATE_NAME_RE = re.compile(r"\{\{\s*([^|{}<\n]*)")
 
-# Sections made of citations and links, not prose.
-_SKIP_SECTIONS = {
-    "references", "external links", "see also", "further reading", "notes", "bibliography",
-    "sources", "citations", "footnotes", "notes and references", "references and notes",
-    "works cited", "literature", "selected bibliography", "publications", "discography",
-    "filmography", "gallery", "links",
-}
-_NON_TEXT_NAMESPACES = {"file", "image", "media", "category"}
-_INTERLANG_RE = re.compile(r"^[a-z]{2,3}(?:-[a-z]{2,8})*$|^simple$")
-_FORMAT_TAGS = {
-    "b", "i", "u", "s", "em", "strong", "small", "big", "sup", "sub", "span", "font", "abbr",
-    "tt", "var", "cite", "del", "ins", "center", "div", "p", "blockquote", "poem", "nowiki", "q",
-    "dfn", "kbd", "samp", "mark", "bdi", "bdo", "strike", "section", "onlyinclude", "lang",
-}
-_LIST_MARKUP = {"*", "#", ";"}
-_LIST_MARK = "\x01"
 _MAGIC_WORD_RE = re.compile(r"__[A-Z]+__")
 _QUOTE_RUN_RE = re.compile(r"'{2,}")  # wikitext italic/bold markers (2, 3 or 5 quotes)
 _EMPTY_PARENS_RE = re.compile(r"\(\s*[,;:–—-]?\s*\)")
@@ -83,7 +66,13 @@ _LEADING_SEP_IN_PARENS_RE = re.compile(r"\(\s*[,;:]\s*")
 _TRAILING_SEP_IN_PARENS_RE = re.compile(r"\s*[,;:]\s*\)")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.;:)])")
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
+# Cheap probes that say when a pass has nothing to do (most paragraphs): a single-character class
+# is a tight scan, where the passes themselves start a match attempt at every space or comma.
+_ODD_SPACE_RE = re.compile(r"[\t\u00a0\u2000-\u200b\u202f\u205f\u3000]")
+_ODD_WHITESPACE_RE = re.compile(r"[^\S ]")  # whitespace other than " "
+_SEP_BEFORE_PAREN_RE = re.compile(r"[,;:]\s*\)")
 RESIDUE = ("{{", "}}", "[[", "]]", "<ref", "{|", "|-", "&amp;")
+_RESIDUE_CHARS_RE = re.compile(r"[{}\[\]<|&]")  # every RESIDUE pattern holds one of these
 _HAS_WORD_RE = re.compile(r"\w")
 
 
@@ -94,15 +83,17 @@ def strip_nested(text: str) -> str:
     a linear scan before mwparserfromhell builds its node tree is what makes parsing fast.
     An unclosed `{{` or `{|` drops the rest of its line (the residue check catches the rest).
     """
+    text = "\n" + text  # table markup must start a line: see _BRACES_RE
     out: list[str] = []
     pos = 0
     n = len(text)
     while pos < n:
-        m = _BRACES_RE.search(text, pos)
+        # A table opener right at `pos` is preceded by the newline at pos - 1 (the `^` case).
+        m = _BRACES_RE.search(text, pos - 1 if text[pos - 1] == "\n" else pos)
         if m is None:
             out.append(text[pos:])
             break
-        tok = m.group().lstrip(" \t")
+        tok = m.group().lstrip("\n \t")
         start = m.start() + (len(m.group()) - len(tok))
         if tok in ("}}", "|}"):  # stray closer: drop it
             out.append(text[pos:start])
@@ -120,14 +111,14 @@ def strip_nested(text: str) -> str:
             if name_m and is_inline_template(name_m.group(1)):
                 out.append(chunk)
         pos = end
-    return "".join(out)
+    return "".join(out)[1:]
 
 
 def _match_close(text: str, start: int) -> int | None:
     """End index of the construct opened at `start` (`{{` or `{|`), honouring nesting."""
     depth = 0
-    for m in _BRACES_RE.finditer(text, start):
-        tok = m.group().lstrip(" \t")
+    for m in _BRACES_RE.finditer(text, start - 1 if text[start - 1] == "\n" else start):
+        tok = m.group().lstrip("\n \t")
         if tok in ("{{", "{|"):
             depth += 1
         else:
@@ -149,17 +140,14 @@ def wikitext_to_paragraphs(wikitext: str, *, keep_lists: bool = False) -> tuple[
     if not keep_lists:
         # List items are dropped anyway; removing their lines (the newline stays, so they still
         # end the paragraph before them) spares the parser a node per item.
-        text = _LIST_LINE_RE.sub("", text)
+        text = _LIST_LINE_RE.sub("\n", "\n" + text)[1:]
     text = strip_nested(text)
     text = _SIMPLE_LINK_RE.sub(_link_text, text)
     try:
         # Bold/italic quote runs are removed by `_normalise` instead of parsed as tags: parsing them
         # is mwparserfromhell's slowest path (about a quarter of the parse time on real pages).
-        code = mwparserfromhell.parse(text, skip_style_tags=True)
-        rendered = _render(code.nodes, top_level=True)
-    except WikitextError:
-        raise
-    except Exception as exc:  # mwparserfromhell raises assorted errors on pathological markup
+        rendered = render_wikitext(text)
+    except Exception as exc:  # the tokenizer and RenderError: assorted errors on pathological markup
         raise WikitextError(f"{type(exc).__name__}: {exc}") from None
     return _paragraphs(rendered, keep_lists=keep_lists)
 
@@ -170,13 +158,14 @@ def _drop_skipped_sections(text: str) -> str:
     cuts: list[tuple[int, int]] = []
     skipping_level = 0
     start = 0
-    for m in _HEADING_LINE_RE.finditer(text):
+    for m in _HEADING_LINE_RE.finditer("\n" + text):
         level = len(m.group(1))
+        at = m.start()  # of the heading line in `text` (the match starts at the "\n" before it)
         if skipping_level and level <= skipping_level:
-            cuts.append((start, m.start()))
+            cuts.append((start, at))
             skipping_level = 0
         if not skipping_level and m.group(2).strip().lower() in _SKIP_SECTIONS:
-            skipping_level, start = level, m.start()
+            skipping_level, start = level, at
     if skipping_level:
         cuts.append((start, len(text)))
     if not cuts:
@@ -196,72 +185,6 @@ def _link_text(m: re.Match) -> str:
     return target[1:] if target.startswith("#") else target.split("#", 1)[0]
 
 
-def _render(nodes, top_level: bool = False) -> str:
-    parts: list[str] = []
-    skip_level = 0  # inside a skipped section of this heading level
-    for node in nodes:
-        if isinstance(node, Heading):
-            title = _plain(node.title).strip().lower()
-            if skip_level and node.level > skip_level:
-                continue
-            skip_level = node.level if (top_level and title in _SKIP_SECTIONS) else 0
-            parts.append("\n\n")
-            continue
-        if skip_level:
-            continue
-        parts.append(_render_node(node))
-    return "".join(parts)
-
-
-def _render_node(node) -> str:
-    if isinstance(node, Text):
-        return str(node.value)
-    if isinstance(node, Wikilink):
-        return _render_link(node)
-    if isinstance(node, Tag):
-        return _render_tag(node)
-    if isinstance(node, HTMLEntity):
-        return node.normalize()
-    if isinstance(node, Template):
-        return render_inline_template(node, _plain)
-    if isinstance(node, ExternalLink):
-        return _render(node.title.nodes) if node.title else ""
-    if isinstance(node, (Comment, Argument)):
-        return ""
-    return ""
-
-
-def _render_link(node: Wikilink) -> str:
-    target = _plain(node.title).strip()
-    leading_colon = target.startswith(":")
-    target = target.lstrip(":").strip()
-    if ":" in target and not leading_colon:
-        prefix = target.split(":", 1)[0].strip().lower()
-        if prefix in _NON_TEXT_NAMESPACES or _INTERLANG_RE.match(prefix):
-            return ""
-    if node.text is not None:
-        return _render(node.text.nodes)
-    return target.split("#", 1)[0] if not target.startswith("#") else target[1:]
-
-
-def _render_tag(node: Tag) -> str:
-    markup = node.wiki_markup
-    if markup in _LIST_MARKUP:
-        return "\n" + _LIST_MARK
-    if markup == ":":  # indentation (quotes, replies): keep the text as its own line
-        return "\n"
-    tag = str(node.tag).strip().lower()
-    if tag in ("br", "hr"):
-        return " " if tag == "br" else "\n\n"
-    if markup in ("''", "'''") or tag in _FORMAT_TAGS:
-        return _render(node.contents.nodes) if node.contents is not None else ""
-    return ""  # tables, refs and any other tag: not prose
-
-
-def _plain(wikicode) -> str:
-    return _render(wikicode.nodes) if wikicode is not None else ""
-
-
 def _paragraphs(rendered: str, *, keep_lists: bool) -> tuple[list[str], int]:
     paragraphs: list[str] = []
     current: list[str] = []
@@ -275,7 +198,7 @@ def _paragraphs(rendered: str, *, keep_lists: bool) -> tuple[list[str], int]:
         current.clear()
         if not para or not _HAS_WORD_RE.search(para):
             return
-        if any(r in para for r in RESIDUE):
+        if _RESIDUE_CHARS_RE.search(para) and any(r in para for r in RESIDUE):
             dropped += 1
             return
         paragraphs.append(para)
@@ -307,12 +230,16 @@ def _normalise(text: str) -> str:
     if "&" in text:
         # Entities can be double-escaped in wikitext (`&amp;nbsp;`); a second pass resolves them.
         text = html.unescape(html.unescape(text))
-    text = _SPACES_RE.sub(" ", text)
+    if "  " in text or _ODD_SPACE_RE.search(text):  # else every run is already one " "
+        text = _SPACES_RE.sub(" ", text)
     if "(" in text:
         text = _EMPTY_PARENS_RE.sub("", text)
         text = _LEADING_SEP_IN_PARENS_RE.sub("(", text)
-        text = _TRAILING_SEP_IN_PARENS_RE.sub(")", text)
-    text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
+        if _SEP_BEFORE_PAREN_RE.search(text):
+            text = _TRAILING_SEP_IN_PARENS_RE.sub(")", text)
+    if (" ," in text or " ." in text or " ;" in text or " :" in text or " )" in text
+            or _ODD_WHITESPACE_RE.search(text)):
+        text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
     if "  " in text:
         text = _SPACES_RE.sub(" ", text)
     return text.strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import os
 import signal
@@ -117,3 +119,25 @@ def test_all_pages_dropped_is_an_error(tmp_path):
     with pytest.raises(RealmError, match="no text blocks from redirects.xml"):
         run(tmp_path, "r", sources=[str(only_redirects)], workers=1)
     assert not (tmp_path / "r" / "blocks.parquet").exists()
+
+
+def _golden_module():
+    spec = importlib.util.spec_from_file_location("golden_blocks", ROOT / "scripts" / "golden_blocks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_blocks_match_the_golden_digests(default_run):
+    """Every block of the shipped Wikipedia dumps (title, text digest, wordpiece count, sentence
+    starts, id, order) equals tests/assets/corpus/golden_blocks.jsonl.gz, which was written from
+    the corpus before the parser speed work: faster cleaning must not change the corpus."""
+    golden_mod = _golden_module()
+    with gzip.open(golden_mod.GOLDEN, "rt") as fh:
+        golden = [json.loads(line) for line in fh]
+    path, _ = default_run
+    got = golden_mod.rows(path, golden_mod.WIKI_SOURCES)
+    assert len(golden) == 2952
+    for want, have in zip(golden, got):
+        assert have == want, f"block {want['source']}:{want['doc_id']}#{want['block_index']} ({want['title']}) changed"
+    assert len(got) == len(golden)
