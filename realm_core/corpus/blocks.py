@@ -112,19 +112,29 @@ class BlockPacker:
         every chunk is a dict hit: several times faster than encoding every sentence.
         """
         cache = self._chunk_counts
+        get = cache.__getitem__
         # str.split() splits on every Python whitespace; the ones BERT does not treat as
         # whitespace (control characters it deletes) were removed by `clean_control`.
         split = [t.split() for t in texts]
-        # A membership test per chunk: `set - cache.keys()` would iterate the whole cache.
-        misses = {c for chunks in split for c in chunks if c not in cache}
-        if misses:
+        counts: list[int] = []
+        missed: list[int] = []
+        # Optimistic first pass: most texts are all hits, and a sum over dict lookups that stops
+        # at the first miss is cheaper than testing every chunk for membership beforehand.
+        for i, chunks in enumerate(split):
+            try:
+                counts.append(sum(map(get, chunks)))
+            except KeyError:
+                counts.append(0)
+                missed.append(i)
+        if missed:
             if len(cache) > 2_000_000:  # bound memory on huge, diverse corpora
                 cache.clear()
-            misses_list = list(misses)
-            for chunk, enc in zip(misses_list, self._encode(misses_list)):
+            misses = list({c for i in missed for c in split[i] if c not in cache})
+            for chunk, enc in zip(misses, self._encode(misses)):
                 cache[chunk] = len(enc)
-        get = cache.__getitem__
-        return [sum(map(get, chunks)) for chunks in split]
+            for i in missed:
+                counts[i] = sum(map(get, split[i]))
+        return counts
 
     def _encode(self, texts: list[str]):
         return self.backend.encode_batch(texts, add_special_tokens=False)

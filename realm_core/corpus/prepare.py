@@ -304,7 +304,9 @@ def _part_done(part_dir: Path, index: int) -> bool:
 def _write_part(part_dir: Path, chunk: _Chunk) -> None:
     """Parquet first, then the JSON marker: the marker's existence means the chunk is complete."""
     with atomic_path(part_dir / f"chunk_{chunk.index:06d}.parquet") as tmp:
-        pq.write_table(chunk.blocks.to_table(), tmp, compression="zstd")
+        # Uncompressed: parts live only until the merge, which compresses once (zstd cost CPU
+        # twice for the same bytes).
+        pq.write_table(chunk.blocks.to_table(), tmp, compression="none")
     write_text_atomic(part_dir / f"chunk_{chunk.index:06d}.json",
                       json.dumps({"counts": dict(chunk.counts), "blocks": len(chunk.blocks)}))
     chunk.blocks = Blocks()
