@@ -7,7 +7,8 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import Failed
 
 from realm_core.config import PrepareCorpusConfig
-from realm_core.corpus.prepare import Progress, prepare_corpus, process_batch
+from realm_core.corpus.prepare import Progress, prepare_corpus
+from realm_core.corpus.worker import process_batch
 from realm_core.errors import RealmError
 
 

@@ -21,7 +21,7 @@ import shutil
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -31,12 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from realm_core.config import PrepareCorpusConfig
-from realm_core.corpus.blocks import BLOCKS_SCHEMA, Blocks, BlockPacker, PackStats
+from realm_core.corpus.blocks import BLOCKS_SCHEMA, Blocks
 from realm_core.corpus.sources import Doc, Source, iter_docs, open_sources, resolve_sources
+from realm_core.corpus.worker import _init_worker, _process_batch, process_batch
 from realm_core.errors import RealmError
 from realm_core.io import ReadTracker, atomic_path, write_text_atomic
+
 from realm_core.pretrained import load_tokenizer_json
-from realm_core.wiki.wikitext import WikitextError, wikitext_to_paragraphs
 
 # Bump when the cleaning/packing logic changes, so stale checkpoint parts are never reused.
 PIPELINE_VERSION = "prepare_corpus/1"
@@ -61,66 +62,6 @@ class Progress:
     elapsed_s: float
     source_elapsed_s: float
     resumed_chunks: int = 0
-
-
-# ----------------------------------------------------------------------------- worker side
-
-_PACKER: BlockPacker | None = None
-_KEEP_LISTS = False
-
-
-def _init_worker(tokenizer_json: str, block_size: int, keep_lists: bool) -> None:
-    global _PACKER, _KEEP_LISTS
-    # One thread per worker: the pool is the parallelism, Rust threads would oversubscribe.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    _PACKER = BlockPacker(tokenizer_json, block_size)
-    _KEEP_LISTS = keep_lists
-
-
-def _process_batch(source: str, docs: list[tuple[str, str, str, bool]]) -> tuple[Blocks, dict]:
-    """Clean and pack a batch of kept documents; returns blocks and counters."""
-    assert _PACKER is not None
-    _PACKER.stats = PackStats()
-    out = Blocks()
-    counts: Counter = Counter()
-    for doc_id, title, body, is_wikitext in docs:
-        if is_wikitext:
-            try:
-                paragraphs, dropped = wikitext_to_paragraphs(body, keep_lists=_KEEP_LISTS)
-            except WikitextError:
-                counts["drop:parse_error"] += 1
-                continue
-            counts["paragraphs_dropped_markup"] += dropped
-        else:
-            paragraphs = [" ".join(body.split())]
-        counts["paragraphs"] += len(paragraphs)
-        if _PACKER.pack(source, doc_id, title, paragraphs, out) == 0:
-            counts["drop:no_text_after_cleaning"] += 1
-        else:
-            counts["docs_kept"] += 1
-    for key, value in asdict(_PACKER.stats).items():
-        if key == "docs_title_too_long":
-            counts["drop:title_too_long"] += value
-            counts["drop:no_text_after_cleaning"] -= value
-        else:
-            counts[key] += value
-    return out, dict(counts)
-
-
-_WORKER_SETTINGS: tuple | None = None
-
-
-def process_batch(settings: tuple[str, int, bool], source: str, docs: list[tuple[str, str, str, bool]]) -> tuple[Blocks, dict]:
-    """`_process_batch` for an executor whose workers were not set up by `_init_worker` (a Dask
-    worker, a Prefect task): `settings` = (tokenizer, block_size, keep_lists); the worker loads
-    the tokenizer on its first batch and keeps it for the next ones."""
-    global _WORKER_SETTINGS
-    if _WORKER_SETTINGS != settings:
-        tokenizer, block_size, keep_lists = settings
-        _init_worker(load_tokenizer_json(tokenizer), block_size, keep_lists)
-        _WORKER_SETTINGS = settings
-    return _process_batch(source, docs)
 
 
 class _InlineExecutor:
