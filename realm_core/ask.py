@@ -103,38 +103,6 @@ def find_model_dir(models_dir: str | Path, dataset: str, method: str = NEWEST) -
     raise RealmError(f"{path}: no fine-tuned model yet (no qa.json); {_TRAIN_HINT}")
 
 
-def resolve_index(index: str, model_dir: Path) -> str:
-    """The index root a qa.json names. Stages record it relative to the project root; from
-    another directory it is looked up relative to each parent of `model_dir` (the project root
-    of `models/qa/<dataset>/<method>`)."""
-    path = Path(index)
-    if not index or path.is_absolute() or path.exists():
-        return index
-    for base in model_dir.resolve().parents:
-        if (base / path).exists():
-            return str(base / path)
-    return index
-
-
-def load_model(model_dir: Path, corpus, texts: list[str], blocks_path: str | Path, device):
-    """The fine-tuned model in `model_dir` and its qa.json (as `evaluate.load_finetuned`, with
-    the index path resolved by `resolve_index`)."""
-    from realm_core.config import QAMethod
-    from realm_core.qa.evaluate import read_qa_json
-    from realm_core.training.qa_stage import build_model
-
-    record = read_qa_json(model_dir)
-    bm25 = record.get("retriever_init") == "bm25"
-    index = "" if bm25 else resolve_index(str(record.get("index", "")), model_dir)
-    method = QAMethod(retriever="bm25" if bm25 else str(model_dir / "retriever"), index=index,
-                      reader=str(model_dir / "reader"))
-    beam = int(record["reader_beam"])
-    model = build_model(method, corpus, texts, blocks_path, reader_kw={}, retriever_beam=beam, reader_beam=beam,
-                        seed=0, device=device, frozen_index=None if bm25 else index,
-                        index_encoder=None if bm25 else record.get("index_encoder_hash"))
-    return model, record
-
-
 # ---------------------------------------------------------------------------------------------
 # Asking
 
@@ -158,6 +126,7 @@ def ask(question: str, *, dataset: str = "nq", method: str = NEWEST, k: int = 5,
     from realm_core.devices import resolve_device
     from realm_core.modeling.embedder import _quiet_transformers
     from realm_core.qa.datasets import QAExample
+    from realm_core.qa.evaluate import load_finetuned
     from realm_core.qa.gold import GoldFinder
     from realm_core.qa.wordpieces import WordpieceCorpus
     from realm_core.retrieval.evaluate import Blocks
@@ -171,7 +140,7 @@ def ask(question: str, *, dataset: str = "nq", method: str = NEWEST, k: int = 5,
                          "rerun tokenize_corpus")
     with _quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, record = load_model(model_dir, corpus, table.texts, blocks, dev)
+        model, record = load_finetuned(model_dir, corpus, table.texts, blocks, dev)
         finder = GoldFinder(corpus, table.texts, model.reader.tokenizer, max_width=model.reader.max_span_width)
         example = QAExample(qid="ask", question=question, answers=[], answer_type="text")
         items = prepare([example], model.reader, finder, query_len=int(record.get("query_len", 64)))

@@ -41,9 +41,7 @@ from realm_core.qa.metrics import answer_correct
 from realm_core.qa.retrieval_metrics import covered_questions, recall_at_k
 from realm_core.retrieval.evaluate import AnswerMatcher, Blocks
 from realm_core.training.qa import OpenQAModel, prepare
-
-QA_FORMAT = "realm-openqa/1"
-
+from realm_core.training.qa_stage import QA_FORMAT
 
 def read_qa_json(model_dir: str | Path) -> dict[str, Any]:
     """`qa.json` of a fine-tuned model directory; RealmError if it is not one."""
@@ -59,6 +57,20 @@ def read_qa_json(model_dir: str | Path) -> dict[str, Any]:
     return record
 
 
+def resolve_index(index: str, model_dir: Path) -> str:
+    """The index root a qa.json names. Stages record it relative to the project root, which is
+    the working directory of every stage; from another directory (`realm ask` run elsewhere) it is
+    looked up relative to each parent of `model_dir` (the project root of
+    `models/qa/<dataset>/<method>`)."""
+    path = Path(index)
+    if not index or path.is_absolute() or path.exists():
+        return index
+    for base in model_dir.resolve().parents:
+        if (base / path).exists():
+            return str(base / path)
+    return index
+
+
 def load_finetuned(model_dir: str | Path, corpus: WordpieceCorpus, texts: list[str], blocks_path: str | Path,
                    device: torch.device) -> tuple[OpenQAModel, dict[str, Any]]:
     """The fine-tuned model in `model_dir` over its frozen index, and its qa.json."""
@@ -67,11 +79,12 @@ def load_finetuned(model_dir: str | Path, corpus: WordpieceCorpus, texts: list[s
     model_dir = Path(model_dir)
     record = read_qa_json(model_dir)
     bm25 = record.get("retriever_init") == "bm25"
-    method = QAMethod(retriever="bm25" if bm25 else str(model_dir / "retriever"), index=record.get("index", ""),
+    index = "" if bm25 else resolve_index(str(record.get("index", "")), model_dir)
+    method = QAMethod(retriever="bm25" if bm25 else str(model_dir / "retriever"), index=index,
                       reader=str(model_dir / "reader"))
-    model = build_model(method, corpus, texts, blocks_path, reader_kw={}, retriever_beam=int(record["reader_beam"]),
-                        reader_beam=int(record["reader_beam"]), seed=0, device=device,
-                        frozen_index=None if bm25 else record["index"],
+    beam = int(record["reader_beam"])
+    model = build_model(method, corpus, texts, blocks_path, reader_kw={}, retriever_beam=beam, reader_beam=beam,
+                        seed=0, device=device, frozen_index=None if bm25 else index,
                         index_encoder=None if bm25 else record.get("index_encoder_hash"))
     return model, record
 
