@@ -18,6 +18,10 @@ What is dropped and why:
 
 HTML entities are unescaped. A page whose markup breaks the parser raises `WikitextError`, which
 the caller counts and skips.
+
+How: regex passes remove most markup first (comments, dropped tags and sections, list lines,
+non-inline templates and tables, plain links); mwparserfromhell's tokenizer then handles the rest,
+and `render.py` turns its tokens into text without building the node tree.
 """
 
 from __future__ import annotations
