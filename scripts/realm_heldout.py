@@ -1,0 +1,101 @@
+"""REALM's held-out figures at the start and the end of pre-training, on more examples than the
+stage scores, with the same examples for both.
+
+`pretrain_realm` scores 128 held-out masked sentences (`eval_examples`) at steps 0, 40, 80 and
+120; at that size one or two masks decide "marginal > ∅-only". This script scores the models the
+stage started from (ICT retriever + `pretrain_mlm` encoder over the ICT index) and the ones it
+exported (`models/realm` + `models/realm_encoder` over `build_index@realm`'s index) on the first
+`--examples` held-out examples of the same seeded draw, plus the no-retrieval BERT, and prints
+and writes the table (`docs/realm_heldout.json`). Nothing of the pipeline is written.
+
+    python scripts/realm_heldout.py                  # up to 1,024 (the default data has 366)
+    python scripts/realm_heldout.py --examples 256
+
+Standard errors are binomial over masks (masks of one sentence are not independent, so they are
+a lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from realm_core import devices  # noqa: E402
+from realm_core.config import PretrainRealmConfig  # noqa: E402
+from realm_core.config.loading import load_stage_config, read_params_file  # noqa: E402
+from realm_core.modeling.encoder import KnowledgeAugEncoder  # noqa: E402
+from realm_core.training.realm import CandidateBuilder, baseline_accuracy, evaluate_realm  # noqa: E402
+from realm_core.training.realm_data import RealmCorpus, fixed_examples  # noqa: E402
+from realm_core.training.realm_index import LiveIndex  # noqa: E402
+from realm_core.training.realm_stage import EVAL_SEED, _initial_vectors, _snapshot, load_models  # noqa: E402
+
+STATES = {
+    "start": ("models/ict", "models/pretrain_mlm", "artifacts/index/ict/embeddings"),
+    "end": ("models/realm", "models/realm_encoder", "artifacts/index/realm/embeddings"),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--examples", type=int, default=1024)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "realm_heldout.json")
+    args = ap.parse_args()
+    base: PretrainRealmConfig = load_stage_config("pretrain_realm", read_params_file(ROOT / "params.yaml"))
+    resolved = devices.resolve_stage(base, "pretrain_realm")
+    device, precision = torch.device(resolved.device), resolved.precision
+    rows: dict[str, dict] = {}
+    heldout = None
+    for state, (retriever, encoder, index) in STATES.items():
+        t0 = time.monotonic()
+        cfg = base.model_copy(update={"retriever": str(ROOT / retriever), "encoder": str(ROOT / encoder),
+                                      "initial_index": str(ROOT / index)})
+        torch.manual_seed(cfg.seed)
+        model = load_models(cfg, device)
+        corpus = RealmCorpus(cfg.blocks, cfg.salient_spans, model.retriever.tokenizer,
+                             max_doc_len=model.retriever.max_doc_len, max_candidate_len=cfg.max_candidate_len,
+                             heldout_fraction=cfg.heldout_fraction)
+        if heldout is None:
+            heldout = fixed_examples(corpus, "heldout", args.examples, seed=EVAL_SEED, masking="salient",
+                                     max_query_len=cfg.max_query_len, max_masks=cfg.max_masks)
+        vectors = _initial_vectors(cfg, corpus, print)
+        if vectors is None:
+            print(f"error: {index} does not hold {retriever}'s embeddings of this corpus; run dvc repro", file=sys.stderr)
+            return 1
+        live = LiveIndex(0, 0, _snapshot(model.retriever), vectors)
+        builder = CandidateBuilder(corpus, model.encoder, k=cfg.num_candidates, allow_trivial=cfg.allow_trivial,
+                                   precision=precision)
+        rows[state] = {"retriever": retriever, "encoder": encoder, "index": index,
+                       **evaluate_realm(model, builder, live, heldout, batch_size=cfg.eval_batch_size,
+                                        precision=precision),
+                       "seconds": round(time.monotonic() - t0, 1)}
+        print(state, rows[state], flush=True)
+        del model
+    baseline = baseline_accuracy(KnowledgeAugEncoder.from_pretrained(str(ROOT / base.baseline), device=device),
+                                 heldout, precision=precision)
+    masks = rows["end"]["masks"]
+    se = lambda p: round(math.sqrt(max(p, 1e-9) * (1 - p) / max(1, masks)), 4)  # noqa: E731
+    out = {"examples_asked": args.examples, "device": device.type, "precision": precision,
+           "states": rows, "baseline": baseline,
+           "binomial_se_at_end": {k: se(rows["end"][k]) for k in ("accuracy", "null_accuracy")}}
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print("| models | examples | masks | marginal acc | ∅-only acc | RU | p(∅) | answer in cands |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for state, r in rows.items():
+        print(f"| {state}: {r['retriever']} + {r['encoder']} | {r['examples']} | {r['masks']} | {r['accuracy']} | "
+              f"{r['null_accuracy']} | {r['retrieval_utility']} | {r['p_null']} | {r['answer_in_candidates']} |")
+    print(f"| no-retrieval BERT ({base.baseline}) | {len(heldout)} | {baseline['masks']} | {baseline['accuracy']} | | | | |")
+    print(f"binomial SE at the end: {out['binomial_se_at_end']}; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
