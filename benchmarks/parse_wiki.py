@@ -227,14 +227,7 @@ def profile_stages(dump: Path) -> None:
     docs = [d for d in iter_docs(source, ["List of ", "Index of ", "Outline of "], None) if d.drop is None]
     steps["read XML + page filter (main process)"] = time.process_time() - t0
 
-    def prepass(body: str) -> str:
-        text = W._COMMENT_RE.sub("", body)
-        text = W._DROP_TAG_RE.sub("", text)
-        text = W._drop_skipped_sections(text)
-        text = W._LIST_LINE_RE.sub("\n", "\n" + text)[1:]
-        return W._SIMPLE_LINK_RE.sub(W._link_text, W.strip_nested(text))
-
-    texts = timed("regex pre-pass (comments, tags, sections, lists, templates, links)", prepass,
+    texts = timed("regex pre-pass (comments, tags, sections, lists, templates, links)", W.prepass,
                   [d.body for d in docs])
     toks = timed("mwparserfromhell tokenizer (C)", lambda t: render._Tokenizer().tokenize(t, 0, True), texts)
     rendered = timed("render tokens (render.py)", lambda t: render._Renderer(t).seq(()), toks)

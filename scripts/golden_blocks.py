@@ -49,6 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("blocks", type=Path, help="a blocks.parquet made from the shipped dumps")
     args = ap.parse_args()
+    if not args.blocks.is_file():
+        sys.exit(f"{args.blocks}: no such file (run `dvc repro prepare_corpus` first)")
     out = rows(args.blocks, WIKI_SOURCES)
     if not out:
         sys.exit(f"{args.blocks}: no blocks from {', '.join(WIKI_SOURCES)}")

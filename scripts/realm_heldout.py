@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from realm_core import devices  # noqa: E402
 from realm_core.config import PretrainRealmConfig  # noqa: E402
 from realm_core.config.loading import load_stage_config, read_params_file  # noqa: E402
+from realm_core.errors import RealmError  # noqa: E402
+from realm_core.io import write_text_atomic  # noqa: E402
 from realm_core.modeling.encoder import KnowledgeAugEncoder  # noqa: E402
 from realm_core.training.realm import CandidateBuilder, baseline_accuracy, evaluate_realm  # noqa: E402
 from realm_core.training.realm_data import RealmCorpus, fixed_examples  # noqa: E402
@@ -45,6 +48,15 @@ STATES = {
 
 
 def main() -> int:
+    try:
+        return _main()
+    except RealmError as exc:  # a missing model, index or corpus: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main() -> int:
+    os.chdir(ROOT)  # params.yaml's paths are relative to the project root
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "realm_heldout.json")
@@ -86,7 +98,7 @@ def main() -> int:
     out = {"examples_asked": args.examples, "device": device.type, "precision": precision,
            "states": rows, "baseline": baseline,
            "binomial_se_at_end": {k: se(rows["end"][k]) for k in ("accuracy", "null_accuracy")}}
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
     print("| models | examples | masks | marginal acc | ∅-only acc | RU | p(∅) | answer in cands |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for state, r in rows.items():

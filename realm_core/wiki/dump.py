@@ -35,7 +35,7 @@ _DISAMBIG_TEMPLATES = (
     "roaddis", "callsigndis", "mil-unit-dis", "species latin name disambiguation", "given name disambiguation",
 )
 # Two searches, not one alternation: a pattern that starts with the literal "{{" lets the regex
-# engine skip ahead to candidates (4x faster on whole pages; this runs on every page of the dump).
+# engine skip ahead to candidates (several times faster on whole pages; this runs on every page of the dump).
 _DISAMBIG_TEMPLATE_RE = re.compile(
     r"\{\{\s*(?:" + "|".join(re.escape(n).replace(r"\ ", r"[ _]") for n in _DISAMBIG_TEMPLATES) + r")\s*(?:\||\}\})",
     re.IGNORECASE,

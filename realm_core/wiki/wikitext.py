@@ -51,7 +51,7 @@ _DROP_TAG_RE = re.compile(
 _COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 # Line-start patterns are written as "\n..." and applied to "\n" + text instead of with `^` and
 # re.MULTILINE: the same matches, but a leading literal lets the regex engine skip to candidate
-# newlines, where `^` makes it try every position (3-5x slower on whole pages).
+# newlines, where `^` makes it try every position (several times slower on whole pages).
 _LIST_LINE_RE = re.compile(r"\n[*#;][^\n]*")
 _HEADING_LINE_RE = re.compile(r"\n(={1,6})\s*([^=\n][^\n]*?)\s*\1\s*$", re.MULTILINE)
 # A plain article link: no nested brackets, no namespace colon (File:, Category:, fr:, ...).
@@ -84,7 +84,7 @@ def strip_nested(text: str) -> str:
     """Remove templates `{{...}}` and tables `{|...|}` with nesting, keeping inline templates.
 
     Infoboxes, navboxes and citation templates are most of a page's wikitext; removing them with
-    a linear scan before mwparserfromhell builds its node tree is what makes parsing fast.
+    a linear scan before mwparserfromhell tokenizes the page is what makes parsing fast.
     An unclosed `{{` or `{|` drops the rest of its line (the residue check catches the rest).
     """
     text = "\n" + text  # table markup must start a line: see _BRACES_RE
@@ -138,6 +138,19 @@ def wikitext_to_paragraphs(wikitext: str, *, keep_lists: bool = False) -> tuple[
     Returns (paragraphs, n_dropped) where n_dropped counts paragraphs removed because markup
     survived cleaning. Raises WikitextError if the parser fails on the page.
     """
+    text = prepass(wikitext, keep_lists=keep_lists)
+    try:
+        # Bold/italic quote runs are removed by `_normalise` instead of parsed as tags: parsing them
+        # is mwparserfromhell's slowest path (about a quarter of the parse time on real pages).
+        rendered = render_wikitext(text)
+    except Exception as exc:  # the tokenizer and RenderError: assorted errors on pathological markup
+        raise WikitextError(f"{type(exc).__name__}: {exc}") from None
+    return _paragraphs(rendered, keep_lists=keep_lists)
+
+
+def prepass(wikitext: str, *, keep_lists: bool = False) -> str:
+    """The regex passes before tokenizing: comments, dropped tags and sections, list lines (unless
+    kept), non-inline templates and tables, plain links."""
     text = _COMMENT_RE.sub("", wikitext)
     text = _DROP_TAG_RE.sub("", text)
     text = _drop_skipped_sections(text)
@@ -146,14 +159,7 @@ def wikitext_to_paragraphs(wikitext: str, *, keep_lists: bool = False) -> tuple[
         # end the paragraph before them) spares the parser a node per item.
         text = _LIST_LINE_RE.sub("\n", "\n" + text)[1:]
     text = strip_nested(text)
-    text = _SIMPLE_LINK_RE.sub(_link_text, text)
-    try:
-        # Bold/italic quote runs are removed by `_normalise` instead of parsed as tags: parsing them
-        # is mwparserfromhell's slowest path (about a quarter of the parse time on real pages).
-        rendered = render_wikitext(text)
-    except Exception as exc:  # the tokenizer and RenderError: assorted errors on pathological markup
-        raise WikitextError(f"{type(exc).__name__}: {exc}") from None
-    return _paragraphs(rendered, keep_lists=keep_lists)
+    return _SIMPLE_LINK_RE.sub(_link_text, text)
 
 
 def _drop_skipped_sections(text: str) -> str:
