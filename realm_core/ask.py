@@ -124,7 +124,7 @@ def ask(question: str, *, dataset: str = "nq", method: str = NEWEST, k: int = 5,
                          "or pass --wordpieces)")
 
     from realm_core.devices import resolve_device
-    from realm_core.modeling.embedder import _quiet_transformers
+    from realm_core.modeling.hf_bert import quiet_transformers
     from realm_core.qa.datasets import QAExample
     from realm_core.qa.evaluate import load_finetuned
     from realm_core.qa.gold import GoldFinder
@@ -138,7 +138,7 @@ def ask(question: str, *, dataset: str = "nq", method: str = NEWEST, k: int = 5,
     if len(table.texts) != len(corpus):
         raise RealmError(f"{wordpieces}: {len(corpus)} blocks, {blocks} has {len(table.texts)}; "
                          "rerun tokenize_corpus")
-    with _quiet_transformers(), warnings.catch_warnings():
+    with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, record = load_finetuned(model_dir, corpus, table.texts, blocks, dev)
         finder = GoldFinder(corpus, table.texts, model.reader.tokenizer, max_width=model.reader.max_span_width)

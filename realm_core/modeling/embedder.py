@@ -33,8 +33,9 @@ from realm_core.config import DEFAULT_TOKENIZER
 from realm_core.devices import autocast, resolve_device, resolve_precision
 from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
+from realm_core.modeling.hf_bert import has_format, load_bert, portable_config, read_format_json
 from realm_core.modeling.inputs import InputBuilder
-from realm_core.pretrained import SCRATCH_DEFAULTS, load_tokenizer, resolve_pretrained, scratch_bert_config
+from realm_core.pretrained import load_tokenizer, resolve_pretrained, scratch_bert_config
 
 FORMAT = "realm-retriever-embedder/1"
 CONFIG_FILE = "config.json"
@@ -189,7 +190,7 @@ class RetrieverEmbedder(nn.Module):
             "format": FORMAT, "proj_size": self.proj_size, "untied": self.untied, "init": self.init_name,
             "max_query_len": self.max_query_len, "max_doc_len": self.max_doc_len,
             "dropout": self.dropout_prob, "layer_norm_eps": self.layer_norm_eps,
-            "bert": self.bert_config.to_dict(),
+            "bert": portable_config(self.bert_config),
         }
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -286,76 +287,19 @@ class RetrieverEmbedder(nn.Module):
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The `config.json` of a saved embedder directory; RealmError if it is not one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RealmError(f"{path}: retriever checkpoint directory does not exist")
-    try:
-        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"{path / CONFIG_FILE}: cannot read ({first_line(exc)})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise RealmError(f"{path / CONFIG_FILE}: not a retriever embedder (format {cfg.get('format')!r}, expected {FORMAT!r})"
-                         if isinstance(cfg, dict) else f"{path / CONFIG_FILE}: expected a JSON object")
-    return cfg
+    return read_format_json(path, CONFIG_FILE, FORMAT, "retriever")
 
 
 def _is_embedder_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return has_format(path, CONFIG_FILE, FORMAT)
 
 
 def _load_bert(init: str, path: str, num_layers: int | None):
     """A BertModel (with pooler) and its tokenizer from a BERT checkpoint, optionally truncated."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    looks_local = init.startswith(("/", ".", "~")) or Path(path).is_absolute() or Path(path).exists()
-    if looks_local and not Path(path).expanduser().exists():
-        raise RealmError(f"retriever init '{init}': {path} does not exist")
-    try:
-        config = BertConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"retriever init '{init}': cannot load a BERT config ({first_line(exc)})") from None
-    if config.model_type != "bert":
-        raise RealmError(f"retriever init '{init}': model_type {config.model_type!r}, expected a BERT checkpoint")
-    if num_layers is not None:
-        if not 1 <= num_layers <= config.num_hidden_layers:
-            raise RealmError(f"retriever init '{init}': num_layers={num_layers}, but it has {config.num_hidden_layers}")
-        # Loading with fewer layers keeps encoder.layer.0..N-1 and drops the rest.
-        config.num_hidden_layers = num_layers
-    try:
-        with _quiet_transformers():
-            bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=True,
-                                                   output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"retriever init '{init}': cannot load weights ({first_line(exc)})") from None
-    # HF's loader can leave parameters in storage that is not 64-byte aligned, and MKL then picks
-    # other kernels: outputs differ in the last bits from the same weights after a save/load
-    # round trip. Fresh (aligned) copies make from_init and from_pretrained bitwise consistent.
-    with torch.no_grad():
-        for param in bert.parameters():
-            param.data = param.data.clone()
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
-    if missing:
-        raise RealmError(f"retriever init '{init}': checkpoint lacks {len(missing)} encoder weights, e.g. {missing[0]}")
+    bert = load_bert(BertModel, init, path, what="retriever", num_layers=num_layers, add_pooling_layer=True)
     return bert, load_tokenizer(init)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the per-load weight report and progress bar (dropped layers are intended)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from realm_core.errors import RealmError, first_line
+from realm_core.errors import RealmError
 from realm_core.io import atomic_path
+from realm_core.modeling.hf_bert import has_format, load_bert, read_format_json
 from realm_core.modeling.inputs import InputBuilder
 from realm_core.pretrained import load_tokenizer, resolve_pretrained, scratch_bert_config
 
@@ -93,9 +94,9 @@ class KnowledgeAugEncoder(nn.Module):
         old = path.with_name(f".{path.name}.old")
         with atomic_path(path) as tmp:
             tmp.mkdir()
-            from realm_core.modeling.embedder import _quiet_transformers
+            from realm_core.modeling.hf_bert import quiet_transformers
 
-            with _quiet_transformers():  # no per-save progress bar
+            with quiet_transformers():  # no per-save progress bar
                 self.mlm.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / META_FILE).write_text(json.dumps(self.meta(), indent=2, sort_keys=True) + "\n")
@@ -153,53 +154,18 @@ class KnowledgeAugEncoder(nn.Module):
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """`realm_encoder.json` of a saved encoder; RealmError if `path` is not one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RealmError(f"{path}: encoder directory does not exist")
-    try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"{path / META_FILE}: cannot read ({first_line(exc)}); not a saved encoder") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise RealmError(f"{path / META_FILE}: not a knowledge-augmented encoder (expected format {FORMAT!r})")
-    return meta
+    return read_format_json(path, META_FILE, FORMAT, "encoder")
 
 
 def _is_encoder_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return has_format(path, META_FILE, FORMAT)
 
 
 def _load_mlm(init: str, path: str, num_layers: int | None):
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
-    from realm_core.modeling.embedder import _quiet_transformers
-
-    looks_local = init.startswith(("/", ".", "~")) or Path(path).is_absolute() or Path(path).exists()
-    if looks_local and not Path(path).expanduser().exists():
-        raise RealmError(f"encoder init '{init}': {path} does not exist")
-    try:
-        config = BertConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"encoder init '{init}': cannot load a BERT config ({first_line(exc)})") from None
-    if config.model_type != "bert":
-        raise RealmError(f"encoder init '{init}': model_type {config.model_type!r}, expected a BERT checkpoint")
-    if num_layers:
-        if not 1 <= num_layers <= config.num_hidden_layers:
-            raise RealmError(f"encoder init '{init}': num_layers={num_layers}, but it has {config.num_hidden_layers}")
-        config.num_hidden_layers = num_layers
-    try:
-        with _quiet_transformers():
-            mlm, info = BertForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"encoder init '{init}': cannot load weights ({first_line(exc)})") from None
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith(("cls.", "bert.pooler."))]
-    if missing:
-        raise RealmError(f"encoder init '{init}': checkpoint lacks {len(missing)} encoder weights, e.g. {missing[0]}")
-    with torch.no_grad():  # aligned copies, as in embedder._load_bert (bitwise-stable reloads)
-        for param in mlm.parameters():
-            param.data = param.data.clone()
-    mlm.tie_weights()  # the decoder shares the word embeddings (clone() above separated them)
+    # The MiniLM package has no MLM head ("cls."), and BertForMaskedLM has no pooler.
+    mlm = load_bert(BertForMaskedLM, init, path, what="encoder", num_layers=num_layers,
+                    optional=("cls.", "bert.pooler."))
+    mlm.tie_weights()  # the decoder shares the word embeddings (load_bert's aligned copies separated them)
     return mlm

@@ -28,6 +28,7 @@ from torch import nn
 
 from realm_core.errors import RealmError, first_line
 from realm_core.io import atomic_path
+from realm_core.modeling.hf_bert import has_format, load_bert, read_format_json
 from realm_core.modeling.inputs import InputBuilder
 from realm_core.pretrained import load_tokenizer, resolve_pretrained
 
@@ -121,13 +122,13 @@ class SpanReader(nn.Module):
         """Write the reader directory atomically (a temp dir renamed into place)."""
         from safetensors.torch import save_file
 
-        from realm_core.modeling.embedder import _quiet_transformers
+        from realm_core.modeling.hf_bert import quiet_transformers
 
         path = Path(path)
         old = path.with_name(f".{path.name}.old")
         with atomic_path(path) as tmp:
             tmp.mkdir()
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.bert.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
             head = {f"{name}.{k}": v.detach().cpu().contiguous()
@@ -177,46 +178,15 @@ class SpanReader(nn.Module):
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """`realm_reader.json` of a saved reader; RealmError if `path` is not one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RealmError(f"{path}: reader directory does not exist")
-    try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"{path / META_FILE}: cannot read ({first_line(exc)}); not a saved reader") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise RealmError(f"{path / META_FILE}: not a span reader (expected format {FORMAT!r})")
-    return meta
+    return read_format_json(path, META_FILE, FORMAT, "reader")
 
 
 def _is_reader_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return has_format(path, META_FILE, FORMAT)
 
 
 def _load_bert(init: str, path: str):
     """A `BertModel` (no pooler) from any BERT checkpoint; an MLM or other head is dropped."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    from realm_core.modeling.embedder import _quiet_transformers
-
-    if not Path(path).exists() and (init.startswith(("/", ".", "~")) or Path(path).is_absolute()):
-        raise RealmError(f"reader init '{init}': {path} does not exist")
-    try:
-        config = BertConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"reader init '{init}': cannot load a BERT config ({first_line(exc)})") from None
-    if config.model_type != "bert":
-        raise RealmError(f"reader init '{init}': model_type {config.model_type!r}, expected a BERT checkpoint")
-    try:
-        with _quiet_transformers():
-            bert, info = BertModel.from_pretrained(path, config=config, add_pooling_layer=False,
-                                                   output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise RealmError(f"reader init '{init}': cannot load weights ({first_line(exc)})") from None
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
-    if missing:
-        raise RealmError(f"reader init '{init}': checkpoint lacks {len(missing)} encoder weights, e.g. {missing[0]}")
-    return bert
+    return load_bert(BertModel, init, path, what="reader", add_pooling_layer=False)

