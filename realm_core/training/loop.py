@@ -21,6 +21,7 @@ dvclive; a caller that wants `dvc plots` wraps `Live.log_metric` in `on_log`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -113,9 +114,11 @@ class LoopConfig:
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    # "auto": continue from `latest` if it was written with the same settings, else start over
-    # (a changed params.yaml means a new run); "must": continue, a mismatch is an error;
-    # "never": always start over.
+    # "auto": continue from `latest` if it was written with the same settings and the same library
+    # code, else start over (a changed params.yaml or realm_core means a new run: DVC reruns a
+    # stage because its code changed, and a finished checkpoint of the old code must not stand
+    # in for it); "must": continue, a settings mismatch is an error, a code change is logged and
+    # accepted (the user asks to carry this run on); "never": always start over.
     resume: str = "auto"
     time_budget_s: float | None = None  # wall clock for this call; then checkpoint and return
     metrics_path: str | None = None  # JSONL of every log record
@@ -182,7 +185,7 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
     stream: BatchStream = batches if hasattr(batches, "state_dict") else StepBatches(batches)  # type: ignore[arg-type]
     optimizer, scheduler = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    all_settings = {"loop": _loop_settings(cfg), "objective": settings or {}}
+    all_settings = {"loop": _loop_settings(cfg), "objective": settings or {}, "code": code_fingerprint()}
     log = _Logger(cfg if rank.is_main else None, on_log if rank.is_main else None)
     run = _RunRecord(cfg)
 
@@ -194,10 +197,18 @@ def train(model: torch.nn.Module, objective: Objective, batches: BatchStream | C
         distributed.barrier()
         latest = ckpt.read_latest(cfg.checkpoint_dir) if cfg.resume != "never" else None
     if latest is not None:
-        mismatch = _settings_mismatch(latest, ckpt.read_state(latest).get("settings", {}), all_settings)
+        saved = ckpt.read_state(latest).get("settings", {})
+        mismatch = _settings_mismatch(latest, saved, all_settings)
         if mismatch and cfg.resume == "must":
             raise RealmError(mismatch + "; resume with the same settings, or use resume='auto'/'never' to start over")
-        if mismatch:  # "auto": the checkpoint belongs to another run; this one starts over
+        if not mismatch and saved.get("code") != all_settings["code"]:
+            changed = (f"{latest}: checkpoint was written by other realm_core code (sources "
+                       f"{saved.get('code') or 'unrecorded'}, now {all_settings['code']})")
+            if cfg.resume == "must":
+                log.emit({"event": "code_changed", "reason": changed})
+            else:
+                mismatch = changed
+        if mismatch and cfg.resume != "must":  # "auto": the checkpoint belongs to another run; start over
             log.emit({"event": "restart", "reason": mismatch})
             latest = None
     distributed.barrier()  # every rank has read the checkpoint before rank 0 may clear it
@@ -469,6 +480,17 @@ class _Logger:
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line)
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def code_fingerprint(root: str | Path | None = None) -> str:
+    """A hash of the library's sources: every .py file under `root` (realm_core/ by default), by
+    relative path and content. The whole package rather than the modules a run imported, so the
+    value does not depend on what a process happened to import before training started."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _loop_settings(cfg: LoopConfig) -> dict[str, Any]:

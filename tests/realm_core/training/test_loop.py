@@ -165,6 +165,41 @@ def test_resume_rules(tmp_path):
         train(Net(), objective, batch_at, cfg(tmp_path, steps=4, lr=2e-2))
 
 
+def test_code_fingerprint_covers_every_source_file(tmp_path):
+    from realm_core.training.loop import code_fingerprint
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    first = code_fingerprint(tmp_path)
+    assert code_fingerprint(tmp_path) == first
+    (tmp_path / "pkg" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(tmp_path) != first
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    assert code_fingerprint(tmp_path) == first
+    assert code_fingerprint() == code_fingerprint()  # the installed realm_core: stable between calls
+
+
+def test_a_finished_checkpoint_of_other_code_is_not_reused(tmp_path, monkeypatch):
+    # DVC reruns a training stage because its code changed; "auto" must then train anew rather
+    # than export the finished checkpoint the old code wrote.
+    from realm_core.training import loop
+
+    assert train(Net(), objective, batch_at, cfg(tmp_path, steps=4)).step == 4
+    assert train(Net(), objective, batch_at, cfg(tmp_path, steps=4)).resumed_from == 4  # same code: reused
+    monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited-source")
+    events = []
+    result = train(Net(), objective, batch_at, cfg(tmp_path, steps=4), on_log=events.append)
+    assert result.resumed_from is None and result.step == 4
+    assert events[0]["event"] == "restart" and "other realm_core code" in events[0]["reason"]
+    # "must" carries a run on across a code change, and says so.
+    monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited-again")
+    events = []
+    result = train(Net(), objective, batch_at, cfg(tmp_path, steps=4, resume="must"), on_log=events.append)
+    assert result.resumed_from == 4 and events[0]["event"] == "code_changed"
+
+
 def test_bad_settings_and_non_finite_loss(tmp_path):
     with pytest.raises(RealmError, match="steps"):
         train(Net(), objective, batch_at, LoopConfig(steps=0, lr=1e-3))
