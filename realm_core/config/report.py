@@ -20,9 +20,10 @@ class ReportConfig(StageConfig):
     """The evaluate_retrieval stage's metrics: <dataset>.json with zero-shot Recall@k per retriever
     (a missing file is noted in the report)."""
 
-    ablations: list[str] = ["docs/ablations_gpu.json", "docs/ablations.json"]
-    """Pre-training ablation tables (scripts/realm_ablations.py or the GPU script's format); the
-    first that exists is reported, none existing is noted."""
+    ablations: list[str] = ["docs/ablations_gpu.json", "docs/ablations_gpu_h100.json",
+                            "docs/ablations_gpu_h100_scaled.json", "docs/ablations.json"]
+    """Pre-training ablation tables (scripts/realm_ablations.py or the GPU script's format); each
+    that exists is reported as its own table, in this order; none existing is noted."""
 
     pretrain_dir: str = "metrics/pretrain_realm"
     """dvclive directory of pretrain_realm (curves in plots/metrics/train/<metric>.tsv)."""

@@ -5,8 +5,9 @@ Inputs (paths from ReportConfig):
   in its "methods" (a missing file is an error; a listed method without its entry is shown as
   missing); for nq optionally a "full_test" entry of the same kind.
 - `<retrieval_dir>/<dataset>.json` of evaluate_retrieval: zero-shot Recall@k per retriever.
-- the first existing file of `ablations`: the pre-training ablation table, either
-  scripts/realm_ablations.py's {variant: row} or the GPU script's {"variants": {variant: row}, ...}.
+- every existing file of `ablations`: one pre-training ablation table each (runs on different
+  devices or budgets are not one table), either scripts/realm_ablations.py's {variant: row} or the
+  GPU script's {"variants": {variant: row}, "device": ..., "params": {"overrides": [...]}, ...}.
 - dvclive curves: `<pretrain_dir>/plots/metrics/train/<metric>.tsv` and, per fine-tuning run,
   `<finetune_dir>/<dataset>-<method>/plots/metrics/train/loss.tsv`.
 The paper's figures are REALM's Tables 1 and 2 (constants below). Optional inputs that are absent
@@ -82,13 +83,15 @@ class Ablations:
     what: str | None
     rows: list[AblationRow]
     skipped: list[str]
+    device: str | None = None
+    overrides: list[str] = field(default_factory=list)  # `--set` budget changes of the GPU script
 
 
 @dataclass
 class ReportInputs:
     eval: dict[str, dict[str, Any]]
     retrieval: dict[str, dict[str, Any]]
-    ablations: Ablations | None
+    ablations: list[Ablations]
     pretrain: dict[str, Curve]
     finetune: dict[str, Curve]
     notes: list[str] = field(default_factory=list)
@@ -141,11 +144,13 @@ def load_retrieval(path: str | Path) -> dict[str, Any] | None:
     return {**data, "retrievers": names}
 
 
-def load_ablations(paths: list[str]) -> Ablations | None:
-    """The first existing ablation table of `paths`, in either format; None if none exists."""
-    path = next((Path(p) for p in paths if Path(p).is_file()), None)
-    if path is None:
-        return None
+def load_ablations(paths: list[str]) -> list[Ablations]:
+    """Every existing ablation table of `paths`, in order; either format."""
+    return [load_ablation_table(Path(p)) for p in paths if Path(p).is_file()]
+
+
+def load_ablation_table(path: Path) -> Ablations:
+    """One ablation table file, in either format; RealmError naming the file if it is malformed."""
     data = _read_json(path)
     nested = isinstance(data.get("variants"), dict)
     variants = data["variants"] if nested else {k: v for k, v in data.items() if isinstance(v, dict)}
@@ -165,7 +170,11 @@ def load_ablations(paths: list[str]) -> Ablations | None:
         raise RealmError(f"{path}: no ablation variants in it")
     skipped = data.get("skipped") if nested and isinstance(data.get("skipped"), list) else []
     what = data.get("what") if nested and isinstance(data.get("what"), str) else None
-    return Ablations(path=path, what=what, rows=rows, skipped=[str(s) for s in skipped])
+    device = data.get("device") if nested and isinstance(data.get("device"), str) else None
+    params = data.get("params") if nested and isinstance(data.get("params"), dict) else {}
+    overrides = params.get("overrides") if isinstance(params.get("overrides"), list) else []
+    return Ablations(path=path, what=what, rows=rows, skipped=[str(s) for s in skipped], device=device,
+                     overrides=[str(o) for o in overrides])
 
 
 def read_curve(path: str | Path) -> Curve:
@@ -206,7 +215,7 @@ def collect(cfg: ReportConfig) -> ReportInputs:
         else:
             retrieval[d] = loaded
     ablations = load_ablations(cfg.ablations)
-    if ablations is None:
+    if not ablations:
         notes.append("No pre-training ablation table (none of " + ", ".join(f"`{p}`" for p in cfg.ablations)
                      + " exists).")
     curves_dir = Path(cfg.pretrain_dir) / TRAIN_CURVES
@@ -343,15 +352,26 @@ def _table2_section(inputs: ReportInputs) -> list[str]:
     return lines + _table(["paper row", "method", "EM", "zero-shot R@5", "paper EM", "paper R@5"], rows, left=2)
 
 
-def _ablation_section(abl: Ablations | None) -> list[str]:
+def _ablation_section(tables: list[Ablations]) -> list[str]:
     lines = ["## Pre-training ablations", ""]
-    if abl is None:
+    if not tables:
         return lines + ["No ablation table found."]
-    intro = f"From `{abl.path}`" + (f": {abl.what}" if abl.what else "") + ". "
-    lines += [intro + "Held-out masked-span accuracy (%) of the marginal over retrieved blocks, of the null "
-              "block ∅ alone and of the no-retrieval BERT; RU = retrieval utility, log p(y|x) − log p(y|∅,x) in nats "
-              "per mask, at the first and last held-out evaluation; answer in candidates (%); zero-shot NQ Recall@5 "
-              "(%) of the variant's retriever. *Paper*: REALM Table 2, NQ dev EM / zero-shot Recall@5.", ""]
+    lines += ["Held-out masked-span accuracy (%) of the marginal over retrieved blocks, of the null block ∅ alone "
+              "and of the no-retrieval BERT; RU = retrieval utility, log p(y|x) − log p(y|∅,x) in nats per mask, at "
+              "the first and last held-out evaluation; answer in candidates (%); zero-shot NQ Recall@5 (%) of the "
+              "variant's retriever. *Paper*: REALM Table 2, NQ dev EM / zero-shot Recall@5. One table per run: "
+              "rows of different tables come from different devices, budgets or starting models.", ""]
+    for i, abl in enumerate(tables):
+        lines += ([""] if i else []) + _ablation_table(abl)
+    return lines
+
+
+def _ablation_table(abl: Ablations) -> list[str]:
+    lines = [f"### `{abl.path}`" + (f" ({abl.device})" if abl.device else ""), ""]
+    if abl.overrides:  # its "what" describes the script's default budget, which this run did not use
+        lines += ["params.yaml's budget changed by " + ", ".join(f"`{o}`" for o in abl.overrides) + ".", ""]
+    elif abl.what:
+        lines += [abl.what + ".", ""]
     rows = []
     for r in abl.rows:
         paper = PAPER_TABLE2_ABLATIONS.get(r.name)
@@ -556,4 +576,4 @@ def run_report(cfg: ReportConfig, info: Callable[[str], None] = print) -> dict[s
     info(f"report: {out / 'results.md'} and {len(figures)} figures ({', '.join(n for n, _ in figures)})")
     return {"results": str(out / "results.md"), "figures": [str(out / n) for n, _ in figures],
             "datasets": list(inputs.eval), "methods": _methods(inputs.eval),
-            "ablations": str(inputs.ablations.path) if inputs.ablations else None, "notes": inputs.notes}
+            "ablations": [str(a.path) for a in inputs.ablations], "notes": inputs.notes}

@@ -169,11 +169,34 @@ def test_ablation_table_reads_either_format(tmp_path, fmt):
     cfg = write_inputs(tmp_path, ablation_format=fmt, finetune=False)
     summary = run_report(cfg, info=lambda _: None)
     text = Path(summary["results"]).read_text()
-    assert summary["ablations"] == cfg.ablations[1]
+    assert summary["ablations"] == [cfg.ablations[1]]
     assert row(table(text, ABLATIONS), "`realm`") == ["REALM (salient spans, sync refresh)", "4.1", "3.4", "2.6", "-0.003 → 0.050", "32.0",
                                     "75.5", "REALM: 38.2 / 38.5"]
     assert row(table(text, ABLATIONS), "`random_tokens`")[-2:] == ["76.6", "Random uniform masks: 32.3 / 24.2"]
     assert ("Not run: `random_spans`." in text) == (fmt == "gpu")
+
+
+def test_every_ablation_file_is_its_own_table_with_its_device_and_budget(tmp_path):
+    cfg = write_inputs(tmp_path, ablation_format="gpu", finetune=False)
+    cpu = write_inputs(tmp_path / "cpu", ablation_format="script", finetune=False).ablations[1]
+    scaled = write_json(tmp_path / "docs" / "scaled.json", {
+        "what": "at params.yaml's budget", "device": "NVIDIA H100 80GB HBM3",
+        "params": {"overrides": ["pretrain_realm.steps=600", "pretrain_realm.batch_size=32"]},
+        "variants": {"realm": {"what": "REALM", "marginal_accuracy": 0.1027, "null_accuracy": 0.1053,
+                               "baseline_accuracy": 0.0477, "ru_first": -0.0411, "ru_last": 0.05,
+                               "answer_in_candidates": 0.2165, "nq": {"recall@5": 0.6943}}}})
+    cfg = cfg.model_copy(update={"ablations": [cfg.ablations[1], str(scaled), str(tmp_path / "none.json"), cpu]})
+    summary = run_report(cfg, info=lambda _: None)
+    text = Path(summary["results"]).read_text()
+    assert summary["ablations"] == [cfg.ablations[0], str(scaled), cpu]
+    section = text.split("\n## Pre-training ablations", 1)[1].split("\n## ", 1)[0]
+    assert [h for h in section.splitlines() if h.startswith("### ")] == [
+        f"### `{cfg.ablations[0]}`", f"### `{scaled}` (NVIDIA H100 80GB HBM3)", f"### `{cpu}`"]
+    assert "params.yaml's budget changed by `pretrain_realm.steps=600`, `pretrain_realm.batch_size=32`." in section
+    assert "at params.yaml's budget" not in section  # the default-budget description is not shown for it
+    assert row(table(text, ABLATIONS, 1), "`realm`") == ["REALM", "10.3", "10.5", "4.8", "-0.041 → 0.050", "21.6",
+                                                         "69.4", "REALM: 38.2 / 38.5"]
+    assert row(table(text, ABLATIONS, 2), "`realm`")[1] == "4.1"  # the CPU-format table, unchanged
 
 
 def test_every_figure_is_a_png_linked_from_the_report(report):
