@@ -11,6 +11,9 @@ and writes the table (`docs/realm_heldout.json`). Nothing of the pipeline is wri
     python scripts/realm_heldout.py                  # up to 1,024 (the default data has 366)
     python scripts/realm_heldout.py --examples 256
     python scripts/realm_heldout.py --by-evidence    # also split by "answer in a retrieved block"
+    python scripts/realm_heldout.py --states end --end-models artifacts/seeds/seed1/retriever \
+        artifacts/seeds/seed1/encoder artifacts/seeds/seed1/index/embeddings --out seed1.json
+                                                     # another run's exported models (e.g. another seed)
 
 `--by-evidence` scores each state again on two subsets: the examples whose masked wordpieces
 occur in one of the k−1 retrieved blocks, and the rest. It shows where retrieval helps the
@@ -67,13 +70,25 @@ def _main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "realm_heldout.json")
     ap.add_argument("--by-evidence", action="store_true",
                     help="also score the examples with / without the answer in a retrieved block")
+    ap.add_argument("--states", default="start,end", help="which of start,end to score (default both)")
+    ap.add_argument("--end-models", nargs=3, metavar=("RETRIEVER", "ENCODER", "INDEX"),
+                    help="score these as the end state instead of the pipeline's models/realm, "
+                         "models/realm_encoder and the build_index@realm index (INDEX: its embeddings folder, "
+                         "built from RETRIEVER)")
     args = ap.parse_args()
+    states = [s for s in args.states.split(",") if s]
+    if not states or any(s not in STATES for s in states):
+        print(f"error: --states takes a comma-separated subset of {list(STATES)}, got {args.states!r}", file=sys.stderr)
+        return 1
+    chosen = {s: STATES[s] for s in states}
+    if args.end_models and "end" in chosen:
+        chosen["end"] = tuple(args.end_models)
     base: PretrainRealmConfig = load_stage_config("pretrain_realm", read_params_file(ROOT / "params.yaml"))
     resolved = devices.resolve_stage(base, "pretrain_realm")
     device, precision = torch.device(resolved.device), resolved.precision
     rows: dict[str, dict] = {}
     heldout = None
-    for state, (retriever, encoder, index) in STATES.items():
+    for state, (retriever, encoder, index) in chosen.items():
         t0 = time.monotonic()
         cfg = base.model_copy(update={"retriever": str(ROOT / retriever), "encoder": str(ROOT / encoder),
                                       "initial_index": str(ROOT / index)})
@@ -112,11 +127,12 @@ def _main() -> int:
         del model
     baseline = baseline_accuracy(KnowledgeAugEncoder.from_pretrained(str(ROOT / base.baseline), device=device),
                                  heldout, precision=precision)
-    masks = rows["end"]["masks"]
+    last = rows[states[-1]]
+    masks = last["masks"]
     se = lambda p: round(math.sqrt(max(p, 1e-9) * (1 - p) / max(1, masks)), 4)  # noqa: E731
     out = {"examples_asked": args.examples, "device": device.type, "precision": precision,
            "states": rows, "baseline": baseline,
-           "binomial_se_at_end": {k: se(rows["end"][k]) for k in ("accuracy", "null_accuracy")}}
+           f"binomial_se_at_{states[-1]}": {k: se(last[k]) for k in ("accuracy", "null_accuracy")}}
     write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
     print("| models | examples | masks | marginal acc | ∅-only acc | RU | p(∅) | answer in cands |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -131,7 +147,7 @@ def _main() -> int:
             for name, g in r.get("by_evidence", {}).items():
                 print(f"| {state} | {name.replace('_', ' ')} | {g['examples']} | {g['masks']} | {g['accuracy']} | "
                       f"{g['null_accuracy']} | {g['retrieval_utility']} |")
-    print(f"binomial SE at the end: {out['binomial_se_at_end']}; written to {args.out}")
+    print(f"binomial SE ({states[-1]}): {out[f'binomial_se_at_{states[-1]}']}; written to {args.out}")
     return 0
 
 

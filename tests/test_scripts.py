@@ -1,0 +1,34 @@
+"""Argument errors of the experiment scripts: one line naming the bad value, exit 1, nothing run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / args[0]), *args[1:]], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_realm_heldout_rejects_an_unknown_state(tmp_path):
+    out = tmp_path / "heldout.json"
+    r = run_script("realm_heldout.py", "--states", "end,middle", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: --states takes a comma-separated subset of ['start', 'end'], got 'end,middle'"]
+    assert not out.exists()
+
+
+def test_realm_ablations_gpu_rejects_an_unknown_override(tmp_path):
+    out = tmp_path / "abl.json"
+    r = run_script("realm_ablations_gpu.py", "--device", "cpu", "--workdir", str(tmp_path / "w"), "--out", str(out),
+                   "--set", "pretrain_realm.no_such_key=1", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: --set 'pretrain_realm.no_such_key=1': expected STAGE.KEY=VALUE with STAGE one of "
+        "['pretrain_mlm', 'pretrain_ict', 'pretrain_realm'] and KEY a key of its params.yaml section"]
+    assert not out.exists()
