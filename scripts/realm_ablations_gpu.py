@@ -61,12 +61,10 @@ def coerce(value: str) -> Any:
     """A VARIANTS override ("1", "true", "never") as the typed value the strict config wants."""
     if value in ("true", "false"):
         return value == "true"
-    for kind in (int, float):  # "32" -> 32, "1e-5" -> 1e-05, "0-120:40" stays a string
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def load_params() -> dict[str, Any]:
@@ -131,6 +129,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from realm_core.config import PretrainICTConfig, PretrainMLMConfig, PretrainRealmConfig
+    from realm_core.config.loading import apply_overrides
     from realm_core.training.ict_stage import run_pretrain_ict
     from realm_core.training.mlm_stage import run_pretrain_mlm
     from realm_core.training.realm_stage import run_pretrain_realm
@@ -162,13 +161,15 @@ def main() -> int:
         p_realm.update(steps=3, warmup_steps=1, eval_examples=8, eval_every=2, refresh_schedule="0-3:2")
     stage_params = {"pretrain_mlm": p_mlm, "pretrain_ict": p_ict, "pretrain_realm": p_realm}
     for item in args.set:
-        key, sep, value = item.partition("=")
+        key, sep, _ = item.partition("=")
         stage_name, _, field = key.partition(".")
         if not sep or stage_name not in stage_params or field not in stage_params[stage_name]:
             print(f"error: --set {item!r}: expected STAGE.KEY=VALUE with STAGE one of {list(stage_params)} "
                   f"and KEY a key of its params.yaml section", file=sys.stderr)
             return 1
-        stage_params[stage_name][field] = coerce(value)
+    # The flows' own `--set` parser (values read as YAML), so a value means here what it means there.
+    stage_params = apply_overrides(stage_params, args.set)
+    p_mlm, p_ict, p_realm = (stage_params[n] for n in ("pretrain_mlm", "pretrain_ict", "pretrain_realm"))
     for p in (p_mlm, p_ict):
         p["checkpoint_every"] = p["steps"]
     p_realm["checkpoint_every"] = p_realm["steps"]

@@ -81,7 +81,10 @@ def _main() -> int:
         print(f"error: --states takes a comma-separated subset of {list(STATES)}, got {args.states!r}", file=sys.stderr)
         return 1
     chosen = {s: STATES[s] for s in states}
-    if args.end_models and "end" in chosen:
+    if args.end_models:
+        if "end" not in chosen:
+            print("error: --end-models replaces the end state, but --states leaves it out", file=sys.stderr)
+            return 1
         chosen["end"] = tuple(args.end_models)
     base: PretrainRealmConfig = load_stage_config("pretrain_realm", read_params_file(ROOT / "params.yaml"))
     resolved = devices.resolve_stage(base, "pretrain_realm")

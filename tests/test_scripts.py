@@ -23,6 +23,26 @@ def test_realm_heldout_rejects_an_unknown_state(tmp_path):
     assert not out.exists()
 
 
+def test_realm_heldout_rejects_end_models_without_the_end_state(tmp_path):
+    out = tmp_path / "heldout.json"
+    r = run_script("realm_heldout.py", "--states", "start", "--end-models", "r", "e", "i", "--out", str(out),
+                   cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: --end-models replaces the end state, but --states leaves it out"]
+    assert not out.exists()
+
+
+def test_realm_heldout_names_a_missing_end_model(tmp_path):
+    out = tmp_path / "heldout.json"
+    r = run_script("realm_heldout.py", "--states", "end", "--end-models", str(tmp_path / "no_retriever"),
+                   str(tmp_path / "no_encoder"), str(tmp_path / "no_index"), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no_retriever" in lines[0], r.stderr
+    assert not out.exists()
+
+
 def test_realm_ablations_gpu_rejects_an_unknown_override(tmp_path):
     out = tmp_path / "abl.json"
     r = run_script("realm_ablations_gpu.py", "--device", "cpu", "--workdir", str(tmp_path / "w"), "--out", str(out),

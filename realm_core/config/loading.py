@@ -6,6 +6,7 @@ Unknown sections and keys and wrong types are RealmErrors that name the file and
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,21 @@ STAGES: dict[str, type[StageConfig]] = {
 }
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-5` / `2E+3` as floats. PyYAML follows YAML 1.1, where an
+    exponent without a dot is a string, so `--set pretrain_realm.lr=1e-5` (or `lr: 1e-5` in a params
+    file) would fail validation, although YAML 1.2, DVC's `-S` and Python all read it as a number."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Merge `override` into a copy of `base`; nested dicts merge, everything else replaces."""
     out = copy.deepcopy(base)
@@ -63,7 +79,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RealmError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RealmError(f"{path}: invalid YAML ({_one_line(str(exc))})") from None
     if data is None:
@@ -88,7 +104,7 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
         if section not in STAGES:
             raise RealmError(f"--set {item!r}: unknown section '{section}'")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         out.setdefault(section, {})[field] = value

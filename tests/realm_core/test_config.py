@@ -30,6 +30,16 @@ def test_overrides_are_yaml_typed_and_checked():
         apply_overrides({}, ["prepare_corpus.workers"])
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    params = apply_overrides({}, ["pretrain_realm.lr=2e-5", "pretrain_realm.retriever_lr=1E-6",
+                                  "pretrain_realm.refresh_schedule=0-600:100", "pretrain_realm.steps=12"])
+    cfg = load_stage_config("pretrain_realm", params)
+    assert (cfg.lr, cfg.retriever_lr, cfg.refresh_schedule, cfg.steps) == (2e-5, 1e-6, "0-600:100", 12)
+    path = tmp_path / "params.yaml"
+    path.write_text("pretrain_realm:\n  lr: 3e-4\n  retriever_lr: -1.5e+1\n  refresh_schedule: '1e5'\n")
+    assert read_params_file(path)["pretrain_realm"] == {"lr": 3e-4, "retriever_lr": -15.0, "refresh_schedule": "1e5"}
+
+
 def test_params_file_merge_and_unknown_section(tmp_path):
     assert deep_merge({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}}
     bad = tmp_path / "p.yaml"
