@@ -65,6 +65,32 @@ def test_logits_shape_and_block_mask(reader):
     assert inside.std() > 0
 
 
+def test_span_logits_closed_form_equals_layernorm_then_dense(tokenizer):
+    """The head's closed form is dense(LayerNorm(ReLU(start + end))), values and gradients, with a
+    LayerNorm that is not the identity and span sums of every sign."""
+    torch.manual_seed(5)
+    head = tiny_reader(tokenizer, span_hidden=16)
+    with torch.no_grad():
+        head.span_norm.weight.normal_(1.0, 0.5)
+        head.span_norm.bias.normal_(0.0, 0.5)
+        head.span_out.weight.normal_(0.0, 1.0)
+        head.span_out.bias.fill_(0.3)
+    start = torch.randn(3, 7, 16, dtype=torch.float64).float().requires_grad_()
+    end = torch.randn(3, 7, 16).requires_grad_()
+    ends = torch.arange(7)[:, None] + torch.arange(4)[None, :]
+    inside = ends <= 6  # spans past the last position are the caller's to mask
+    got = head.span_logits(start, end)[:, inside]
+    want = head.span_out(head.span_norm(torch.relu(start[:, :, None, :] + end[:, ends.clamp(max=6)])))
+    want = want.squeeze(-1)[:, inside]
+    assert got.shape == (3, int(inside.sum()))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    params = [start, end, head.span_norm.weight, head.span_norm.bias, head.span_out.weight, head.span_out.bias]
+    g_got = torch.autograd.grad(got.square().sum(), params)
+    g_want = torch.autograd.grad(want.square().sum(), params)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_pair_truncation_keeps_the_final_sep(reader):
     cls, sep = reader.cls_id, reader.sep_id
     question = list(range(1000, 1020))  # longer than max_question_len (6)
