@@ -1,5 +1,6 @@
 #!/bin/bash
-# Device check: every gpu-marked test, then benchmarks/gpu/bench.py (peaks, embedding, REALM step). Logs to $OUT.
+# Device check: every gpu-marked test, then benchmarks/gpu/bench.py (peaks, embedding, REALM step; SKIP_BENCH=1: tests
+# only). Logs to $OUT.
 # Staged beside it first, on this machine (git-ignored via .git/info/exclude, sent with the device tool's
 # `carry`): .whl/ (python 3.12 wheels: pydantic, faiss-cpu, ...), .gpu/minilm_q8/ (benchmarks/gpu/quant.py:
 # the MiniLM package int8-rounded to fit the 64 MiB transfer), .gpu/blocks_2048.parquet (bench.py's end-to-end
@@ -29,10 +30,11 @@ echo "setup took $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 timeout ${PYTEST_TIMEOUT:-200} $PY -m pytest -m gpu -p no:cacheprovider -q -rA --durations=15 --junitxml="$OUT/gpu_tests.xml" \
   tests/realm_core/training/test_distributed.py tests/realm_core/training/test_loop.py \
-  tests/realm_core/retrieval/test_precision.py tests/realm_core/entities/test_tagging_devices.py
+  tests/realm_core/retrieval/test_precision.py tests/realm_core/entities/test_tagging_devices.py \
+  tests/realm_core/modeling/test_reader.py
 echo "pytest rc=$? took $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
-timeout ${BENCH_TIMEOUT:-170} $PY benchmarks/gpu/bench.py --json "$OUT/gpu_bench.json" --blocks .gpu/blocks_2048.parquet
+[ -n "${SKIP_BENCH:-}" ] || timeout ${BENCH_TIMEOUT:-170} $PY benchmarks/gpu/bench.py --json "$OUT/gpu_bench.json" --blocks .gpu/blocks_2048.parquet
 echo "bench rc=$? took $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv 2>&1 | head -3
 date -u

@@ -178,3 +178,31 @@ def test_bad_inits_are_realm_errors(tmp_path, tokenizer):
         tiny_reader(tokenizer, seq_len=513)  # scratch BERTs have 512 positions
     with pytest.raises(RealmError, match="max_question_len"):
         tiny_reader(tokenizer, seq_len=16, max_question_len=14)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_span_logits_match_cpu_fp32_and_train(reader):
+    """On a GPU under bf16 autocast the head still runs in float32: logits close to the CPU's
+    fp32 ones, the same best span per row, and a backward step reaches the head's weights."""
+    import copy
+
+    pairs = example_pairs(reader)
+    with torch.no_grad():
+        cpu = reader(**reader.batch(pairs))
+    cuda = copy.deepcopy(reader).to("cuda")
+    batch = cuda.batch(pairs)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = cuda(**batch)
+    assert got.dtype == torch.float32
+    inside = cpu != MASK_VALUE
+    torch.testing.assert_close(got.detach().cpu()[inside], cpu[inside], rtol=0.05, atol=0.05)
+    for r in range(2):  # the span the GPU picks scores within bf16 noise of the CPU's best
+        best = got[r].flatten().argmax().item()
+        assert cpu[r].flatten()[best] >= cpu[r].max() - 0.05, r
+    cuda.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = -torch.log_softmax(cuda(**batch)[0].flatten(), 0).max()
+    loss.backward()
+    for name in ("span_proj", "span_norm", "span_out"):
+        assert getattr(cuda, name).weight.grad is not None and getattr(cuda, name).weight.grad.abs().sum() > 0, name
