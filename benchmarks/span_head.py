@@ -14,6 +14,7 @@ autocast).
 
     python benchmarks/span_head.py                      # bf16 autocast, the prediction shapes
     python benchmarks/span_head.py --precision fp32
+    python benchmarks/span_head.py --train --shapes 20x180   # forward + backward, dropout on
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> int:
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--shapes", default="8x146,40x146,40x300", help="rows x padded length, comma-separated")
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--train", action="store_true",
+                    help="time forward + backward (loss: logsumexp over each row's spans), the reader in train mode")
     args = ap.parse_args()
     try:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -84,16 +87,28 @@ def main() -> int:
         print(f"error: --shapes {args.shapes!r}: expected ROWSxLENGTH,... (each at least 4)", file=sys.stderr)
         return 1
     try:
-        reader = SpanReader.from_init(args.init).eval()
+        reader = SpanReader.from_init(args.init).train(args.train)
     except RealmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     torch.manual_seed(0)
-    print(f"reader from {args.init}; {args.precision}; torch threads {torch.get_num_threads()}; median of {args.reps}")
-    print("| rows x L | LayerNorm head ms | closed form ms | ratio | reader forward ms | closed-form share "
-          "| forward with the LayerNorm head | max abs logit diff | same argmax rows |")
+    mode = "forward + backward, train mode" if args.train else "forward, eval mode"
+    print(f"reader from {args.init}; {args.precision}; {mode}; torch threads {torch.get_num_threads()}; "
+          f"median of {args.reps}")
+    print("| rows x L | LayerNorm head ms | closed form ms | ratio | reader ms | closed-form share "
+          "| reader with the LayerNorm head | max abs logit diff | same argmax rows |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    grad = torch.enable_grad() if args.train else torch.no_grad()
+
+    def run(fn):
+        """fn() under the autocast, then (with --train) the backward of its rows' logsumexp."""
+        with grad, autocast:
+            out = fn()
+        if args.train:
+            out.flatten(1).logsumexp(1).sum().backward()
+        return out.detach()
+
     for rows, length in shapes:
         ids = torch.randint(1000, reader.bert.config.vocab_size, (rows, length))
         mask = torch.ones(rows, length, dtype=torch.long)
@@ -102,10 +117,12 @@ def main() -> int:
         bs, be = torch.full((rows,), length // 8), torch.full((rows,), length - 2)
         with torch.no_grad(), autocast:
             hidden = reader.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-            now, closed = head_layernorm(reader, hidden, bs, be), head_closed_form(reader, hidden, bs, be)
-            t_now = median_s(lambda: head_layernorm(reader, hidden, bs, be), args.reps)
-            t_closed = median_s(lambda: head_closed_form(reader, hidden, bs, be), args.reps)
-            t_full = median_s(lambda: reader(ids, mask, types, bs, be), args.reps)
+        hidden = hidden.detach().requires_grad_(args.train)
+        now = run(lambda: head_layernorm(reader, hidden, bs, be))
+        closed = run(lambda: head_closed_form(reader, hidden, bs, be))
+        t_now = median_s(lambda: run(lambda: head_layernorm(reader, hidden, bs, be)), args.reps)
+        t_closed = median_s(lambda: run(lambda: head_closed_form(reader, hidden, bs, be)), args.reps)
+        t_full = median_s(lambda: run(lambda: reader(ids, mask, types, bs, be)), args.reps)
         same = int((now.flatten(1).argmax(1) == closed.flatten(1).argmax(1)).sum())
         print(f"| {rows} x {length} | {1e3 * t_now:.1f} | {1e3 * t_closed:.1f} | {t_closed / t_now:.2f} | "
               f"{1e3 * t_full:.1f} | {t_closed / t_full:.0%} | {(t_full - t_closed + t_now) / t_full:.2f}x | "
