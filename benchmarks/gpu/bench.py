@@ -13,6 +13,10 @@ Sections (each guarded, so one failing does not lose the others; results go to -
            (RealmModel: tied retriever + knowledge-augmented encoder, marginals, realm_loss, metrics,
            clip 1.0, AdamW, schedule), synthetic RealmBatch, k=8, query 96, candidates 288, joint 383,
            10 masks; random-weight 6-layer H384 towers; median of 10 timed steps after 3 warm-ups.
+  reader : the open-QA span reader's prediction forward (realm_core.modeling.reader.SpanReader: BERT + the
+           closed-form span head, as `evaluate` runs it: no_grad + autocast), 6-layer H384 (the pipeline's
+           reader shape) and BERT-base-shaped, random weights, 40 and 320 rows (8 and 64 questions x 5
+           blocks) at 160 and 320 wordpieces. FLOPs: B * (2 * P_enc * T + L * 4 * d * T^2 + 2 * d * 512 * T).
 Without CUDA it prints a note and exits 0, unless --allow-cpu (a tiny local smoke run of the code paths).
 """
 
@@ -296,11 +300,60 @@ def realm_section(dev, args, peak) -> list[dict]:
     return rows
 
 
+def reader_section(dev, args, peak) -> list[dict]:
+    from transformers import BertModel
+
+    from realm_core.devices import autocast
+    from realm_core.modeling.reader import SpanReader
+    from realm_core.pretrained import load_tokenizer, scratch_bert_config
+
+    tokenizer = load_tokenizer(MINILM)
+    rows = []
+    for label, shape in (("reader-6L-H384", SMALL), ("reader-BERT-base-shaped", BERT_BASE)):
+        torch.manual_seed(0)
+        bert = BertModel(scratch_bert_config(tokenizer, shape, max_positions=512), add_pooling_layer=False)
+        reader = SpanReader(bert, tokenizer, init="scratch").to(dev).eval()
+        layers, d = bert.config.num_hidden_layers, bert.config.hidden_size
+        p_enc = linear_weights(bert.encoder)
+        for precision in args.reader_precisions:
+            for batch, T in args.reader_shapes:
+                ids = torch.randint(1000, 30000, (batch, T), device=dev)
+                mask = torch.ones(batch, T, dtype=torch.long, device=dev)
+                types = torch.zeros(batch, T, dtype=torch.long, device=dev)
+                types[:, 16:] = 1
+                bs = torch.full((batch,), 16, device=dev)
+                be = torch.full((batch,), T - 2, device=dev)
+
+                def fn():
+                    with torch.no_grad(), autocast(dev, precision):
+                        return reader(ids, mask, types, bs, be)
+                try:
+                    sec = timed(fn, dev, args.target_s)
+                    flops = batch * (2 * p_enc * T + layers * 4 * d * T * T + 2 * d * 512 * T)
+                    tfs = flops / sec / 1e12
+                    kind = "fp32" if precision == "fp32" else "bf16"
+                    row = {"model": label, "precision": precision, "rows": batch, "tokens": T,
+                           "ms": round(1e3 * sec, 2), "questions_per_s": round(batch / 5 / sec, 1),
+                           "tflops": round(tfs, 1),
+                           "pct_measured_peak": round(100 * tfs / peak[kind], 1) if peak.get(kind) else None}
+                    if dev.type == "cuda":
+                        row["max_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+                        torch.cuda.reset_peak_memory_stats()
+                except Exception as exc:  # keep the other rows
+                    row = {"model": label, "precision": precision, "rows": batch, "tokens": T, "error": str(exc)[:300]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        del reader, bert
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "/tmp"), "gpu_bench.json"))
     p.add_argument("--blocks", default=str(Path(__file__).with_name("blocks_2048.parquet")))
-    p.add_argument("--sections", default="peaks,embed,e2e,realm")
+    p.add_argument("--sections", default="peaks,embed,e2e,realm,reader")
     p.add_argument("--allow-cpu", action="store_true", help="local smoke run of the code paths on tiny sizes")
     args = p.parse_args()
     if torch.cuda.is_available():
@@ -311,6 +364,7 @@ def main() -> None:
         args.embed_variants_base = [("fp32", 256), ("bf16", 32), ("bf16", 256)]
         args.e2e_rows, args.e2e_variants = 0, [("bf16", 32), ("bf16", 256), ("fp32", 256)]
         args.realm_batches, args.realm_precisions, args.realm_steps, args.realm_warmup = [4, 32], ["fp32", "bf16"], 13, 3
+        args.reader_precisions, args.reader_shapes = ["bf16", "fp32"], [(40, 160), (40, 320), (320, 160), (320, 320)]
     elif args.allow_cpu:
         dev = torch.device("cpu")
         args.peak_size, args.target_s, args.seq = 256, 0.01, 32
@@ -318,6 +372,7 @@ def main() -> None:
         args.embed_variants_base = [("bf16", 1)]
         args.e2e_rows, args.e2e_variants = 16, [("bf16", 8)]
         args.realm_batches, args.realm_precisions, args.realm_steps, args.realm_warmup = [1], ["fp32", "bf16"], 4, 1
+        args.reader_precisions, args.reader_shapes = ["bf16"], [(5, 48)]
     else:
         print("bench.py: no CUDA device: skipped (use --allow-cpu for a smoke run)")
         return
@@ -336,7 +391,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
     for name, fn in (("peaks", lambda: peaks(dev, args.peak_size)), ("embed", lambda: embed_section(dev, args, peak)),
-                     ("e2e", lambda: end_to_end(dev, args, peak)), ("realm", lambda: realm_section(dev, args, peak))):
+                     ("e2e", lambda: end_to_end(dev, args, peak)), ("realm", lambda: realm_section(dev, args, peak)),
+                     ("reader", lambda: reader_section(dev, args, peak))):
         if name not in sections:
             continue
         print(f"== {name}", flush=True)
