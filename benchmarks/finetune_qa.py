@@ -310,18 +310,24 @@ def ours_train(model, opt, params, items, batch: int, precision: str, timer: Rea
 
     model.train()
     timer.reset()
-    times, losses = [], []
+    times, losses, phases = [], [], {"forward": 0.0, "backward": 0.0, "clip + AdamW": 0.0}
     for lo in range(0, len(items), batch):
         t = time.perf_counter()
         with autocast(precision):
             loss, _ = model(QABatch(items[lo: lo + batch]))
+        t_fwd = time.perf_counter()
         loss.backward()
+        t_bwd = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
+        end = time.perf_counter()
+        phases["forward"] += t_fwd - t
+        phases["backward"] += t_bwd - t_fwd
+        phases["clip + AdamW"] += end - t_bwd
+        times.append(end - t)
         losses.append(float(loss.detach()))
-    return {"times": times, "losses": losses, "reader": timer.state()}
+    return {"times": times, "losses": losses, "reader": timer.state(), "phases": phases}
 
 
 def ours_predict(model, items, batch: int, precision: str, timer: ReaderTimer) -> dict:
@@ -516,6 +522,13 @@ def main() -> None:
     print(f"peer: {peer_s:.2f} s/question, of which {tt['peer b1 fp32']['retriever_s'] / n:.2f} s in its RealmRetriever "
           f"(question decoded, {model.retriever_beam} pairs tokenised, block_has_answer), "
           f"{tt['peer b1 fp32']['reader_s'] / n:.2f} s reader forward")
+    for v in train_variants:  # where our step's time goes (the reader's forward is timed by its hooks)
+        if v.startswith("ours"):
+            ph = {k: sum(r["phases"][k] for r in train_runs[v]) / n for k in train_runs[v][0]["phases"]}
+            rest = ph["forward"] - tt[v]["reader_s"] / n
+            summary["train"][v]["phases_s_per_q"] = {**ph, "forward outside the reader": rest}
+            print(f"{v} per question: forward {ph['forward']:.3f} s (reader {tt[v]['reader_s'] / n:.3f}, query tower + "
+                  f"beam + losses {rest:.3f}), backward {ph['backward']:.3f} s, clip + AdamW {ph['clip + AdamW']:.3f} s")
     for v in (f"ours b{b} fp32", f"ours b{b} bf16"):
         work = 3 * tt[v]["reader_flops"] / n  # forward + backward (2x) of the reader alone
         floor = work / (peak16 if v.endswith("bf16") else peak32) / 1e9
