@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -14,22 +16,17 @@ def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_realm_heldout_rejects_an_unknown_state(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--states", "end,middle"],
+     "error: --states takes a comma-separated subset of ['start', 'end'], got 'end,middle'"),
+    (["--states", "start", "--end-models", "r", "e", "i"],
+     "error: --end-models replaces the end state, but --states leaves it out"),
+], ids=["unknown-state", "end-models-without-end"])
+def test_realm_heldout_rejects_bad_state_arguments(tmp_path, args, message):
     out = tmp_path / "heldout.json"
-    r = run_script("realm_heldout.py", "--states", "end,middle", "--out", str(out), cwd=tmp_path)
+    r = run_script("realm_heldout.py", *args, "--out", str(out), cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [
-        "error: --states takes a comma-separated subset of ['start', 'end'], got 'end,middle'"]
-    assert not out.exists()
-
-
-def test_realm_heldout_rejects_end_models_without_the_end_state(tmp_path):
-    out = tmp_path / "heldout.json"
-    r = run_script("realm_heldout.py", "--states", "start", "--end-models", "r", "e", "i", "--out", str(out),
-                   cwd=tmp_path)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [
-        "error: --end-models replaces the end state, but --states leaves it out"]
+    assert r.stderr.strip().splitlines() == [message]
     assert not out.exists()
 
 

@@ -95,6 +95,11 @@ def tower_flops(batch: int, width: int, p_enc: int, layers: int, d: int, proj: i
     return batch * (2 * p_enc * width + layers * 4 * d * width * width + 2 * (d * d + d * proj))
 
 
+def reader_flops(batch: int, width: int, p_enc: int, layers: int, d: int, span_hidden: int = 256) -> int:
+    """A span reader's forward: the encoder, plus the span head's dense layer to 2 x span_hidden per token."""
+    return batch * (2 * p_enc * width + layers * 4 * d * width * width + 2 * d * 2 * span_hidden * width)
+
+
 def embed_section(dev, args, peak) -> list[dict]:
     from realm_core.devices import autocast
     from realm_core.modeling.embedder import RetrieverEmbedder
@@ -329,7 +334,7 @@ def reader_section(dev, args, peak) -> list[dict]:
                         return reader(ids, mask, types, bs, be)
                 try:
                     sec = timed(fn, dev, args.target_s)
-                    flops = batch * (2 * p_enc * T + layers * 4 * d * T * T + 2 * d * 512 * T)
+                    flops = reader_flops(batch, T, p_enc, layers, d)
                     tfs = flops / sec / 1e12
                     kind = "fp32" if precision == "fp32" else "bf16"
                     row = {"model": label, "precision": precision, "rows": batch, "tokens": T,

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import BERT_BASE, MINILM, linear_weights, peaks, timed  # noqa: E402
+from bench import BERT_BASE, MINILM, linear_weights, peaks, reader_flops, timed  # noqa: E402
 
 
 def main() -> int:
@@ -49,8 +49,7 @@ def main() -> int:
     half = copy.deepcopy(reader).to(torch.bfloat16)
     B, T = args.rows, args.tokens
     cfg = bert.config
-    flops = B * (2 * linear_weights(bert.encoder) * T + cfg.num_hidden_layers * 4 * cfg.hidden_size * T * T
-                 + 2 * cfg.hidden_size * 512 * T)
+    flops = reader_flops(B, T, linear_weights(bert.encoder), cfg.num_hidden_layers, cfg.hidden_size)
     ids = torch.randint(1000, 30000, (B, T), device=dev)
     mask = torch.ones(B, T, dtype=torch.long, device=dev)
     types = torch.zeros(B, T, dtype=torch.long, device=dev)
