@@ -22,7 +22,9 @@ longest of the whole beam. Both run in one process each, on the same real data a
   ReLU(start[s] + end[e]), LayerNorm eps 1e-3, dense to 1, in both);
 - config: retriever beam 5000 (`searcher_beam_size`), reader beam 5, max span width 10, reader
   sequence 320, question <= 32 wordpieces, query <= 64, the checkpoints' dropout (0.1) while
-  training, `pad_token_id=0`, gelu;
+  training, `pad_token_id=0`, gelu; ours draws its dropout masks as the stage does
+  (`realm_core.modeling.dropout`: same Bernoulli(0.9) keep mask, cheaper random bits),
+  `--torch-dropout` runs ours with torch's own dropout instead;
 - questions: NQ train (`load_qa("nq", "train")`) in file order, those whose answer occurs in the
   corpus (what `finetune_qa.skip_unanswerable` trains on): `--warmup` of them untimed, then
   `--questions` timed.
@@ -200,6 +202,9 @@ def build_ours(args):
         print(f"  note: {exc}; benchmarking with this pair anyway (the costs do not depend on it)")
         blocks = FrozenBlocks(args.index, corpus)
     model = OpenQAModel(retriever, reader, corpus, texts, blocks, retriever_beam=args.retriever_beam, reader_beam=5)
+    if not args.torch_dropout:  # as the stage trains (qa_stage.run); --torch-dropout for the A/B
+        from realm_core.modeling.dropout import use_fast_dropout
+        use_fast_dropout(model)
     return model, GoldFinder(corpus, texts, reader.tokenizer, max_width=10), corpus
 
 
@@ -373,6 +378,8 @@ def main() -> None:
     p.add_argument("--retriever-beam", type=int, default=5000, help="both: retriever beam while training")
     p.add_argument("--seq-len", type=int, default=320, help="reader sequence length")
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--torch-dropout", action="store_true",
+                   help="ours with torch's own CPU dropout, not realm_core.modeling.dropout's (the stage's)")
     p.add_argument("--blocks", type=Path, default=ROOT / "artifacts" / "corpus" / "blocks.parquet")
     p.add_argument("--wordpieces", type=Path, default=None,
                    help="tokenized corpus (default artifacts/corpus/wordpieces, else /tmp/wp, else built in --work)")
