@@ -31,7 +31,7 @@ t0=$(date +%s)
 [ -n "${SKIP_TESTS:-}" ] || timeout ${PYTEST_TIMEOUT:-200} $PY -m pytest -m gpu -p no:cacheprovider -q -rA --durations=15 --junitxml="$OUT/gpu_tests.xml" \
   tests/realm_core/training/test_distributed.py tests/realm_core/training/test_loop.py \
   tests/realm_core/retrieval/test_precision.py tests/realm_core/entities/test_tagging_devices.py \
-  tests/realm_core/modeling/test_reader.py
+  tests/realm_core/modeling/test_reader.py tests/realm_core/modeling/test_dropout.py
 echo "pytest rc=$? took $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 [ -n "${SKIP_BENCH:-}" ] || timeout ${BENCH_TIMEOUT:-200} $PY benchmarks/gpu/bench.py --json "$OUT/gpu_bench.json" --blocks .gpu/blocks_2048.parquet \

@@ -119,3 +119,25 @@ def test_bert_training_with_fast_dropout_is_random_seeded_and_saves_as_plain_sdp
         assert loaded.config._attn_implementation == "sdpa"
         assert torch.equal(loaded(input_ids=ids, attention_mask=mask).last_hidden_state,
                            model(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_keeps_torchs_own_dropout_and_sdpa(tokenizer):
+    """On CUDA nothing changes: under the same seed the swapped model draws torch's own CUDA masks
+    and runs SDPA, so its training forward and gradients equal the plain model's, in bf16 too."""
+    ids, mask = (t.cuda() for t in _batch())
+    ref = _tiny_bert(tokenizer, 0.1).cuda().train()
+    fast = use_fast_dropout(_tiny_bert(tokenizer, 0.1)).cuda().train()
+    for dtype in (torch.float32, torch.bfloat16):
+        outs = []
+        for model in (ref, fast):
+            model.zero_grad()
+            torch.manual_seed(11)
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype is torch.bfloat16):
+                h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            h.float().square().sum().backward()
+            outs.append((h.detach(), [q.grad.clone() for q in model.parameters()]))
+        assert torch.equal(outs[0][0], outs[1][0]), dtype
+        assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1])), dtype
+        assert (outs[0][0] != 0).all()  # dropout inside, not on the output
