@@ -114,7 +114,8 @@ def _register() -> None:
 
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap, in place, every `nn.Dropout` inside `model` for `FastDropout` and point every
-    transformers config in it that runs "sdpa" or "eager" attention at `attention_forward`.
+    transformers config in it that runs "sdpa" attention at `attention_forward` (one that asked for
+    "eager" or another kernel keeps it, dropout masks aside).
     `model` may be a BERT or any module holding some (a reader, a retriever). Returns `model`."""
     _register()
     for module in model.modules():
@@ -122,6 +123,6 @@ def use_fast_dropout(model: nn.Module) -> nn.Module:
             if type(sub) is nn.Dropout:
                 setattr(module, attr, FastDropout(sub.p, sub.inplace))
         config = getattr(module, "config", None)
-        if getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
+        if getattr(config, "_attn_implementation", None) == "sdpa":
             config._attn_implementation = ATTENTION_NAME
     return model
