@@ -93,11 +93,13 @@ class SpanReader(nn.Module):
 
         The last layer is a dot product, so with x = ReLU(start + end), m = mean(x), v = var(x):
         dense(LayerNorm(x)) = (Σ (w∘γ)·x − m Σ (w∘γ)) / sqrt(v + eps) + w·β + b. That needs three
-        reductions over x (Σx, Σ(w∘γ)x, ‖x‖²) instead of materialising [R, L, W, H] three more
-        times (ReLU, the normalised copy, and their saved copies for backward): this head was
-        14-16 % of the reader's bf16 forward (benchmarks/span_head.py). x ≥ 0 is O(1) and eps is
-        1e-3, so the one-pass variance loses nothing that matters in float32 (equal to nn.LayerNorm
-        to ~1e-6, tests/test_reader.py).
+        reductions over x (Σx, Σ(w∘γ)x, ‖x‖²) instead of materialising [R, L, W, H] for the
+        LayerNorm's output and the dense layer: the LayerNorm form was 14-16 % of the reader's
+        bf16 forward in prediction, and this one takes 0.25-0.86 of its time. In training it saves
+        nothing (the backward materialises [R, L, W, H] as LayerNorm's does; benchmarks/
+        span_head.py --train). x ≥ 0 is O(1) and eps is 1e-3, so the one-pass variance loses
+        nothing that matters in float32 (equal to nn.LayerNorm + dense to 1e-5 in values and
+        gradients, tests/realm_core/modeling/test_reader.py).
         """
         # The one [R, L, W, H] tensor: end[s + w] is a strided window view of the padded end
         # states (no gather copy), and the ReLU runs in place (its backward needs only its output).
