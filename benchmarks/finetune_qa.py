@@ -23,8 +23,7 @@ longest of the whole beam. Both run in one process each, on the same real data a
 - config: retriever beam 5000 (`searcher_beam_size`), reader beam 5, max span width 10, reader
   sequence 320, question <= 32 wordpieces, query <= 64, the checkpoints' dropout (0.1) while
   training, `pad_token_id=0`, gelu; ours draws its dropout masks as the stage does
-  (`realm_core.modeling.dropout`: same Bernoulli(0.9) keep mask, cheaper random bits),
-  `--torch-dropout` runs ours with torch's own dropout instead;
+  (`realm_core.modeling.dropout`), or with torch's own with `--torch-dropout`;
 - questions: NQ train (`load_qa("nq", "train")`) in file order, those whose answer occurs in the
   corpus (what `finetune_qa.skip_unanswerable` trains on): `--warmup` of them untimed, then
   `--questions` timed.
@@ -45,8 +44,7 @@ longest of the whole beam. Both run in one process each, on the same real data a
    computed): 2 x (linear weights per token: 6 x (4d^2 + 2d x ffn) + the span projection d x 512) x L
    + 6 x 4 x d x L^2 (attention scores and values) + 2 x 256 x 10 x L (span output); LayerNorms,
    GELU, softmax and the span gather not counted. The peak is a 2048^3 `torch.matmul` in this
-   process (best of 4), fp32 and bf16, before and after; the higher of the two counts. Target:
-   ours >= 50 % of the matmul peak.
+   process (best of 4), fp32 and bf16, before and after (the higher counts). Target: >= 50 %.
 3. Fine-tuning questions/s: one step = forward (query tower, MIPS over the 5000-block beam, the
    retriever loss over it, the reader over the top 5, the reader loss), backward,
    `clip_grad_norm_(1.0)`, AdamW (lr 1e-5, wd 0.01 except biases / LayerNorm, eps 1e-6;
@@ -112,9 +110,8 @@ class ReaderTimer:
         self._t = time.perf_counter()
 
     def _post(self, module, args, out):
-        dt = time.perf_counter() - self._t
-        self.seconds += dt
-        self.calls.append(dt)
+        self.calls.append(time.perf_counter() - self._t)
+        self.seconds += self.calls[-1]
 
     def state(self) -> dict:
         return {"seconds": self.seconds, "shapes": self.shapes, "lengths": self.lengths, "calls": self.calls}
@@ -379,8 +376,7 @@ def main() -> None:
     p.add_argument("--retriever-beam", type=int, default=5000, help="both: retriever beam while training")
     p.add_argument("--seq-len", type=int, default=320, help="reader sequence length")
     p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--torch-dropout", action="store_true",
-                   help="ours with torch's own CPU dropout, not realm_core.modeling.dropout's (the stage's)")
+    p.add_argument("--torch-dropout", action="store_true", help="ours with torch's own dropout masks (the A/B)")
     p.add_argument("--blocks", type=Path, default=ROOT / "artifacts" / "corpus" / "blocks.parquet")
     p.add_argument("--wordpieces", type=Path, default=None,
                    help="tokenized corpus (default artifacts/corpus/wordpieces, else /tmp/wp, else built in --work)")
@@ -503,9 +499,7 @@ def main() -> None:
         peer.close()
     end32, end16 = matmul_peak(torch.float32, 2048, 4), matmul_peak(torch.bfloat16, 2048, 4)
     summary.update(peak_gflops_after={"fp32": end32, "bf16": end16}, max_rss_gb={"ours": max_rss_gb(), "peer": peer_rss})
-    # The machine's peak is the higher of the two measurements: on a shared VM one of them can
-    # come out low, and a low peak would flatter every "% of the peak" below.
-    start32, start16 = peak32, peak16
+    start32, start16 = peak32, peak16  # the peak is the higher one: a low one would flatter the % below
     peak32, peak16 = max(peak32, end32), max(peak16, end16)
 
     n = args.questions
