@@ -13,15 +13,15 @@ Two parts, one process, the same machine moment:
 
     python benchmarks/dropout.py                       # the pipeline's pretrain_mlm BERT, 8 x 320
     python benchmarks/dropout.py --rows 20 --length 180
+    python benchmarks/dropout.py --rows 20 --profile   # + torch.profiler's top ops of one bf16 step each
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
+import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,17 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from realm_core.modeling.dropout import keep_mask, use_fast_dropout  # noqa: E402
-
-
-def timed(fn, reps: int) -> float:
-    """Median seconds of `reps` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from span_head import median_s as timed  # noqa: E402  (median of reps after one warm-up call)
 
 
 def main() -> int:
@@ -50,6 +40,7 @@ def main() -> int:
     p.add_argument("--length", type=int, default=320, help="wordpieces per row (the reader's 320)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of one bf16 step")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,8 +48,12 @@ def main() -> int:
 
     from realm_core.modeling.hf_bert import quiet_transformers
 
-    with quiet_transformers():
-        plain = BertModel.from_pretrained(args.init, add_pooling_layer=False)
+    try:
+        with quiet_transformers():
+            plain = BertModel.from_pretrained(args.init, add_pooling_layer=False)
+    except (OSError, ValueError) as exc:
+        print(f"error: --init {args.init}: cannot load a BERT ({str(exc).strip().splitlines()[0]})", file=sys.stderr)
+        return 1
     cfg = plain.config
     heads, hidden, rows, length = cfg.num_attention_heads, cfg.hidden_size, args.rows, args.length
     print(f"{args.init}: {cfg.num_hidden_layers} layers, H{hidden}, {heads} heads, dropout "
@@ -70,7 +65,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for name, shape in (("hidden [rows, L, H]", (rows, length, hidden)),
                         ("attention [rows, heads, L, L]", (rows, heads, length, length))):
-        n = rows * heads * length * length if "attention" in name else rows * length * hidden
+        n = math.prod(shape)
         buf = torch.empty(shape)
         t_torch = timed(lambda: buf.bernoulli_(0.9), args.reps)
         t_ours = timed(lambda: keep_mask(shape, 0.1), args.reps)
@@ -109,6 +104,23 @@ def main() -> int:
             print(f"| {precision} | {label} | {t_step:.3f} | {t_fwd:.3f} | {t_eval:.3f} |")
         a, b = (results[(precision, k)] for k in ("transformers (torch dropout, SDPA math path)", "use_fast_dropout"))
         print(f"| {precision} | speed-up | {a / b:.2f}x | | |")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for label, model in (("transformers (torch dropout)", plain), ("use_fast_dropout", fast)):
+            model.train()
+
+            def step():
+                model.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                h.float().square().mean().backward()
+
+            step()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step()
+            print(f"\n== torch.profiler, one bf16 train step: {label}")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     return 0
 
 
