@@ -4,14 +4,14 @@ Why: torch's CPU dropout draws its mask with `bernoulli_`, which on a non-Intel 
 Mersenne-Twister draw per element on one thread (MKL's vectorised path is taken only when the CPU
 vendor is Intel). Attention dropout in a 6-layer H384 reader over 8 rows × 320 wordpieces masks
 12 × 320 × 320 × 8 = 9.8 M probabilities per layer, and on this project's 2-core machine
-`bernoulli_` was 29 % of a fine-tuning step's forward + backward (torch.profiler). Worse, a dropout
-probability above zero sends `scaled_dot_product_attention` from the fused CPU kernel to its
-"math" fallback.
+`bernoulli_` was 29-34 % of a reader step's forward + backward (torch.profiler;
+benchmarks/dropout.py --profile). Worse, a dropout probability above zero sends
+`scaled_dot_product_attention` from the fused CPU kernel to its "math" fallback.
 
 What stays the same: every element is zeroed independently with probability p and the survivors
 are scaled by 1 / (1 - p), in training only; nothing changes in eval mode or on CUDA (whose
 dropout is fast), where torch's own `F.dropout` and SDPA run as before. The random bits come from
-numpy's SFC64 generator (raw 64-bit words, about 2 ns per 8 elements' worth of bits), seeded per
+numpy's SFC64 generator (raw 64-bit words, about 2 ns per word, i.e. per two elements), seeded per
 call from torch's default generator, so `torch.manual_seed` governs the masks as it governs
 torch's dropout, and a resumed run that restores torch's RNG state draws the same masks. An
 element is kept when its uniform 32-bit integer is >= round(p * 2^32): the drop probability is p
@@ -81,11 +81,8 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     """transformers' attention-function signature. With dropout on a CPU: softmax(q k^T * scaling,
     padding masked) -> `fast_dropout` -> @ v, as transformers' eager attention computes it; otherwise
     (eval, p = 0, CUDA) transformers' SDPA attention, exactly as an "sdpa" model runs."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if dropout == 0.0 or not module.training or query.device.type != "cpu":
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
+        return _sdpa_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -96,20 +93,21 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     return out.transpose(1, 2).contiguous(), None
 
 
-_registered = False
+_sdpa_forward = None  # transformers' SDPA attention, bound by _register (transformers loads lazily)
 
 
 def _register() -> None:
     """Register `attention_forward` and SDPA's mask builder under ATTENTION_NAME (once)."""
-    global _registered
-    if _registered:
+    global _sdpa_forward
+    if _sdpa_forward is not None:
         return
     from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(ATTENTION_NAME, attention_forward)
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-    _registered = True
+    _sdpa_forward = sdpa_attention_forward
 
 
 def use_fast_dropout(model: nn.Module) -> nn.Module:
