@@ -50,6 +50,11 @@ class PretrainMLMConfig(StageConfig):
     """Share of an example's non-special wordpieces that is masked and scored (at least one), BERT's
     80/10/10: [MASK] / a random word / unchanged."""
 
+    random_context_prob: float = Field(default=0.0, ge=0, lt=1)
+    """Share of the examples whose segment B is the whole text of another training block instead of
+    the rest of their own (BERT draws a random B half of the time); 0 = always their own block.
+    The held-out scores always use the block's own rest."""
+
     max_len: int = Field(default=128, ge=8, le=512)
     """Wordpieces of a whole training input `[CLS] A [SEP] B [SEP]` (A: one sentence of the block, at
     most about half; B: the rest of the block). The saved encoder is set up for REALM's reader

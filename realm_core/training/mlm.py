@@ -9,7 +9,12 @@ Examples are BERT segment pairs built from one block: a sentence of the block (c
 of REALM's reader input `[CLS] x [SEP] z_body [SEP]` (§1.3), so the encoder learns to use a second
 segment that holds context for the first. Lengths: of `max_len - 3` wordpieces, A keeps at most
 half (more when B is short) and B gets the rest. A block with one sentence gives
-`[CLS] A [SEP] [SEP]`, the shape of REALM's null document.
+`[CLS] A [SEP] [SEP]`, the shape of REALM's null document. With `random_context_prob` p > 0, B is
+instead, for a share p of the examples, the whole text of another training block, as BERT's
+segment B is a random one half of the time: REALM's reader then reads retrieved blocks that do
+not hold the answer, and an encoder that has only ever seen its own block's rest as B takes such
+a block as context (docs/results.md measures the cost). The draw comes from the example's own
+generator before its masks; with p = 0 nothing is drawn and the stream is the same as without it.
 
 Masking is BERT's (`create_pretraining_data.py`): round(mask_prob · n) of the n non-special
 wordpieces (at least one) are picked without replacement; 80 % become [MASK], 10 % a random
@@ -108,13 +113,19 @@ class MLMStream:
     """Endless, seeded stream of masked-LM batches (a `BatchStream`; position = (epoch, offset))."""
 
     def __init__(self, blocks: ICTBlocks, tokenizer, *, batch_size: int, seed: int, max_len: int = 128,
-                 mask_prob: float = 0.15, rank: int = 0, world_size: int = 1) -> None:
+                 mask_prob: float = 0.15, random_context_prob: float = 0.0, rank: int = 0,
+                 world_size: int = 1) -> None:
         """`batch_size` counts the examples of a micro-step over all ranks; this rank builds its
         1/world_size share."""
         if batch_size < 1 or batch_size % world_size:
             raise RealmError(f"MLM: batch size {batch_size} does not split over {world_size} process(es)")
         if max_len < 5:
             raise RealmError(f"MLM: max_len must be >= 5, got {max_len}")
+        if not 0.0 <= random_context_prob < 1.0:
+            raise RealmError(f"MLM: random_context_prob must be in [0, 1), got {random_context_prob}")
+        if random_context_prob > 0 and len(blocks) < 2:
+            raise RealmError(f"{blocks.path}: a random context needs at least 2 blocks, got {len(blocks)}")
+        self.random_context_prob = random_context_prob
         self.blocks, self.inputs = blocks, InputBuilder(tokenizer)
         self.masker = MLMMasker(tokenizer, mask_prob=mask_prob)
         self.batch_size, self.seed, self.max_len = batch_size, seed, max_len
@@ -161,6 +172,8 @@ class MLMStream:
             a, b = split_example(text, st, int(j), remove=True)
             firsts.append(a)
             rests.append(b)
+        for i, text in self._random_contexts(rows, rngs).items():
+            rests[i] = text
         pieces = self.inputs.wordpieces(firsts + rests)
         seqs, segments, positions, targets = [], [], [], []
         for a, b, rng in zip(pieces[: len(rows)], pieces[len(rows):], rngs):
@@ -177,6 +190,20 @@ class MLMStream:
             pos_t[i, : len(p)] = torch.as_tensor(p, dtype=torch.long)
             tgt_t[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
         return MLMBatch(self.inputs.pad(seqs, segments), pos_t, tgt_t, np.asarray(rows))
+
+    def _random_contexts(self, rows: np.ndarray, rngs: list[np.random.Generator]) -> dict[int, str]:
+        """{example: the text of another block} for the examples whose segment B is random."""
+        if self.random_context_prob == 0:
+            return {}
+        picks: dict[int, int] = {}
+        for i, (row, rng) in enumerate(zip(rows, rngs)):
+            if rng.random() < self.random_context_prob:
+                other = int(rng.integers(len(self.blocks) - 1))
+                picks[i] = other + (other >= row)  # any block but the example's own
+        if not picks:
+            return {}
+        _, texts, _ = self.blocks.rows(np.asarray(list(picks.values()), dtype=np.int64))
+        return dict(zip(picks, texts))
 
     def state_dict(self) -> dict[str, Any]:
         """The position of the next batch (JSON)."""
@@ -237,7 +264,7 @@ def evaluate_mlm(model: KnowledgeAugEncoder, blocks: ICTBlocks | str | Path, *, 
 def train_mlm(model: KnowledgeAugEncoder, blocks: ICTBlocks | str | Path, out_dir: str | Path, *, steps: int,
               batch_size: int, lr: float, grad_accum: int = 1, precision: str = "fp32",
               warmup_steps: int | None = None, seed: int = 0, max_len: int = 128, mask_prob: float = 0.15,
-              identity: dict[str, Any] | None = None, checkpoint_dir: str | Path | None = None,
+              random_context_prob: float = 0.0, identity: dict[str, Any] | None = None, checkpoint_dir: str | Path | None = None,
               checkpoint_every: int = 100, keep_checkpoints: int = 2, resume: str = "auto",
               time_budget_s: float | None = None, log_every: int = 10, metrics_path: str | Path | None = None,
               on_log: Callable[[dict[str, Any]], None] | None = None) -> LoopResult:
@@ -260,11 +287,13 @@ def train_mlm(model: KnowledgeAugEncoder, blocks: ICTBlocks | str | Path, out_di
         raise RealmError(f"MLM: max_len {max_len} exceeds the model's {positions} positions")
     micro = batch_size // grad_accum
     stream = MLMStream(blocks, model.tokenizer, batch_size=micro, seed=seed, max_len=max_len, mask_prob=mask_prob,
-                       rank=rank.rank, world_size=rank.world_size)
+                       random_context_prob=random_context_prob, rank=rank.rank, world_size=rank.world_size)
     settings = {
         "objective": "mlm", **(identity or {}), "batch_size": batch_size, "max_len": max_len,
         "mask_prob": mask_prob, "blocks": {"rows": len(blocks), "block_ids_sha256": blocks.fingerprint},
     }
+    if random_context_prob:  # only when set: checkpoints of runs without it still resume
+        settings["random_context_prob"] = random_context_prob
     if grad_accum != 1:
         settings["micro_batch"] = micro
     cfg = LoopConfig(steps=steps, lr=lr, warmup_steps=warmup_steps, seed=seed, log_every=log_every,

