@@ -45,6 +45,7 @@ longest of the whole beam. Both run in one process each, on the same real data a
    + 6 x 4 x d x L^2 (attention scores and values) + 2 x 256 x 10 x L (span output); LayerNorms,
    GELU, softmax and the span gather not counted. The peak is a 2048^3 `torch.matmul` in this
    process (best of 4), fp32 and bf16, before and after (the higher counts). Target: >= 50 %.
+   The ceiling line: a layer's linears and SDPA attention alone on the same calls (`layer_rates`).
 3. Fine-tuning questions/s: one step = forward (query tower, MIPS over the 5000-block beam, the
    retriever loss over it, the reader over the top 5, the reader loss), backward,
    `clip_grad_norm_(1.0)`, AdamW (lr 1e-5, wd 0.01 except biases / LayerNorm, eps 1e-6;
@@ -59,10 +60,8 @@ The peer process (benchmarks/finetune_qa_peer.py) is a step server in realm_step
 (`--peer-venv`, .bench/hf457-venv, created on first use: transformers 4.57.1 with this project's
 torch, numpy, faiss, safetensors) with its library defaults: TOKENIZERS_PARALLELISM unset (its
 retriever tokenises the beam on every core; scripts/env.sh sets it to false for this project).
-Caveat for a shared 2-CPU machine: other jobs stretch individual steps, and with more runnable
-threads than cores every multi-threaded op waits for its second thread's time slice (a 12-token
-query through the 6-layer BERT took 0.43 s at load 5 instead of milliseconds); the load average
-is printed before and after, and figures are only meaningful with the machine otherwise idle.
+On a shared 2-CPU machine other jobs stretch steps (a 12-token query through the 6-layer BERT took
+0.43 s at load 5): the load average is printed, and figures mean something only when it is idle.
 
 Run:
 
@@ -125,8 +124,8 @@ def rate_by_length(bert: dict, runs: list[dict], edges=(128, 256)) -> list[str]:
             key = next((f"L<{e}" for e in edges if shape[1] < e), f"L>={edges[-1]}")
             g = groups.setdefault(key, [0.0, 0.0, 0])
             g[0], g[1], g[2] = g[0] + reader_flops(bert, [shape]), g[1] + dt, g[2] + 1
-    order = [f"L<{e}" for e in edges] + [f"L>={edges[-1]}"]
-    return [f"{k}: {groups[k][2]} calls, {groups[k][0] / groups[k][1] / 1e9:.0f} GFLOP/s" for k in order if k in groups]
+    return [f"{k}: {groups[k][2]} calls, {groups[k][0] / groups[k][1] / 1e9:.0f} GFLOP/s"
+            for k in [f"L<{e}" for e in edges] + [f"L>={edges[-1]}"] if k in groups]
 
 
 def reader_flops(bert: dict, shapes, lengths=None, span_hidden: int = 256, width: int = 10) -> float:
@@ -140,25 +139,30 @@ def reader_flops(bert: dict, shapes, lengths=None, span_hidden: int = 256, width
     return float(sum(r * row(n) for r, n in shapes))
 
 
-def linear_rate(dtype: torch.dtype, m: int, d: int, ff: int, reps: int = 5) -> float:
-    """GFLOP/s of one BERT layer's linear layers alone (Q, K, V, O: d x d; FFN d x ff, ff x d) on
-    [m, d] inputs, best of `reps`: the matmul ceiling at the reader's own shapes."""
-    x, h = torch.randn(m, d).to(dtype), torch.randn(m, ff).to(dtype)
+def layer_rates(dtype: torch.dtype, shapes, lengths, d: int, ff: int, heads: int, reps: int = 3) -> tuple[float, float]:
+    """GFLOP/s of a BERT layer's two parts on the reader's own calls ([rows, L] `shapes`, each row's
+    real length in `lengths`), each the best of `reps` passes over all calls: its linear layers
+    (Q, K, V, O: d x d; FFN d x ff, ff x d) and its attention (SDPA with the padding mask: the
+    kernel the reader runs in eval mode). Random inputs: the time does not depend on the values."""
+    lens, calls, fn, rates = iter(lengths), [], torch.nn.functional, []
+    for r, n in shapes:
+        keep = torch.arange(n)[None, :] < torch.tensor([next(lens) for _ in range(r)])[:, None]
+        calls.append((torch.randn(r * n, d).to(dtype), torch.randn(r * n, ff).to(dtype),
+                      torch.randn(3, r, heads, n, d // heads).to(dtype), keep[:, None, None, :]))
     wd, wu, wo = torch.randn(d, d).to(dtype), torch.randn(ff, d).to(dtype), torch.randn(d, ff).to(dtype)
-
-    def layer():
-        for _ in range(4):
-            torch.nn.functional.linear(x, wd)
-        torch.nn.functional.linear(x, wu)
-        torch.nn.functional.linear(h, wo)
-
-    layer()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        layer()
-        best = min(best, time.perf_counter() - t)
-    return 2 * m * (4 * d * d + 2 * d * ff) / best / 1e9
+    for flops, part in ((sum(2 * r * n * (4 * d * d + 2 * d * ff) for r, n in shapes),
+                         lambda x, h, qkv, m: [fn.linear(x, w) for w in (wd, wd, wd, wd, wu)] + [fn.linear(h, wo)]),
+                        (sum(4 * d * r * n * n for r, n in shapes),
+                         lambda x, h, qkv, m: fn.scaled_dot_product_attention(*qkv, attn_mask=m))):
+        times = []
+        with torch.no_grad():
+            for _ in range(reps + 1):  # the first pass warms up
+                t = time.perf_counter()
+                for c in calls:
+                    part(*c)
+                times.append(time.perf_counter() - t)
+        rates.append(flops / min(times[1:]) / 1e9)
+    return rates[0], rates[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,23 +243,16 @@ def bert_spec(model) -> dict:
 def hf_state(model) -> dict[str, torch.Tensor]:
     """Our weights under RealmForOpenQA's names, and our index vectors as its block_emb."""
     out = {}
-    for name, t in model.retriever.query.state_dict().items():
-        for ours, theirs in (("bert.", "embedder.realm."), ("dense.", "embedder.cls.dense."),
-                             ("layer_norm.", "embedder.cls.LayerNorm.")):
-            if name.startswith(ours):
-                out[theirs + name[len(ours):]] = t
-                break
-        else:
-            raise SystemExit(f"unexpected retriever weight {name}")
-    for name, t in model.reader.state_dict().items():
-        for ours, theirs in (("bert.", "reader.realm."), ("span_proj.", "reader.qa_outputs.dense_intermediate."),
-                             ("span_norm.", "reader.qa_outputs.layer_normalization."),
-                             ("span_out.", "reader.qa_outputs.dense_output.")):
-            if name.startswith(ours):
-                out[theirs + name[len(ours):]] = t
-                break
-        else:
-            raise SystemExit(f"unexpected reader weight {name}")
+    for module, names in ((model.retriever.query, (("bert.", "embedder.realm."), ("dense.", "embedder.cls.dense."),
+                                                    ("layer_norm.", "embedder.cls.LayerNorm."))),
+                          (model.reader, (("bert.", "reader.realm."), ("span_proj.", "reader.qa_outputs.dense_intermediate."),
+                                          ("span_norm.", "reader.qa_outputs.layer_normalization."),
+                                          ("span_out.", "reader.qa_outputs.dense_output.")))):
+        for name, t in module.state_dict().items():
+            ours, theirs = next(((o, th) for o, th in names if name.startswith(o)), (None, None))
+            if ours is None:
+                raise SystemExit(f"unexpected weight {name}")
+            out[theirs + name[len(ours):]] = t
     out["block_emb"] = torch.from_numpy(np.ascontiguousarray(model.blocks.vectors, dtype=np.float32))
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
@@ -499,8 +496,8 @@ def main() -> None:
         peer.close()
     end32, end16 = matmul_peak(torch.float32, 2048, 4), matmul_peak(torch.bfloat16, 2048, 4)
     summary.update(peak_gflops_after={"fp32": end32, "bf16": end16}, max_rss_gb={"ours": max_rss_gb(), "peer": peer_rss})
-    start32, start16 = peak32, peak16  # the peak is the higher one: a low one would flatter the % below
-    peak32, peak16 = max(peak32, end32), max(peak16, end16)
+    # the peak is the higher one: a low one would flatter the % below
+    (start32, start16), peak32, peak16 = (peak32, peak16), max(peak32, end32), max(peak16, end16)
 
     n = args.questions
     print(f"\n== fine-tuning: {n} NQ train questions in {len(rounds)} rounds of {args.round}; retriever beam "
@@ -560,14 +557,17 @@ def main() -> None:
     print(f"(reader forward FLOPs over the padded rows it computed; % of the matmul peak, the higher of the two "
           f"measurements: {peak32:.0f} / {peak16:.0f} GFLOP/s fp32 / bf16; at the start {start32:.0f} / {start16:.0f}, "
           f"at the end {end32:.0f} / {end16:.0f})")
-    calls = [s_ for r in pred_runs[f"ours b{pb} fp32"] for s_ in r["reader"]["shapes"]]
-    m = round(statistics.fmean(r_ * n_ for r_, n_ in calls))
-    lin32, lin16 = (linear_rate(dt, m, bert["hidden_size"], bert["intermediate_size"])
-                    for dt in (torch.float32, torch.bfloat16))
-    summary["linear_ceiling"] = {"tokens_per_call": m, "fp32": lin32, "bf16": lin16}
-    print(f"ceiling at the reader's shapes: one BERT layer's linear layers alone on [{m}, "
-          f"{bert['hidden_size']}] (our mean tokens per reader call) run at {lin32:.0f} GFLOP/s fp32 "
-          f"({100 * lin32 / peak32:.0f} % of the peak), {lin16:.0f} GFLOP/s bf16 ({100 * lin16 / peak16:.0f} %)")
+    shapes, lens = ([x for r in pred_runs[f"ours b{pb} fp32"] for x in r["reader"][k]] for k in ("shapes", "lengths"))
+    d, heads = bert["hidden_size"], model.reader.bert.config.num_attention_heads
+    share = bert["num_hidden_layers"] * 4 * d * sum(r * n * n for r, n in shapes) / reader_flops(bert, shapes)
+    summary["layer_ceiling"] = {"attention_share": share}  # of the counted FLOPs
+    for dt, name, peak in ((torch.float32, "fp32", peak32), (torch.bfloat16, "bf16", peak16)):
+        lin, att = layer_rates(dt, shapes, lens, d, bert["intermediate_size"], heads)
+        both = 1 / ((1 - share) / lin + share / att)  # the two parts at their own rates, nothing else
+        summary["layer_ceiling"][name] = {"linear": lin, "attention": att, "both": both}
+        print(f"ceiling at the reader's own calls, {name}: its linear layers alone run at {lin:.0f} GFLOP/s "
+              f"({100 * lin / peak:.0f} % of the peak), its attention (SDPA, {100 * share:.1f} % of the FLOPs) at "
+              f"{att:.0f} ({100 * att / peak:.0f} %); the two at those rates and nothing else: {100 * both / peak:.0f} %")
     pq_ = n / pt["peer b1 fp32"]["seconds"]
     for v in pred_variants:
         if v.startswith("ours"):
@@ -590,8 +590,8 @@ def main() -> None:
           + "; ".join(f"{o['text']!r} / {q['text']!r}" for o, q in list(zip(ours_ans, peer_ans))[:3]))
     summary["predictions_agree"] = {"block": same_block, "text": same_text, "n": n}
     summary["load_after"] = loadavg()
-    print(f"peak RSS: ours {max_rss_gb():.1f} GB, peer {peer_rss:.1f} GB; this process {trim_rss_gb():.1f} GB now")
-    print(f"\nload average after: {loadavg()}; total {time.perf_counter() - t_start:.0f} s")
+    print(f"peak RSS: ours {max_rss_gb():.1f} GB, peer {peer_rss:.1f} GB; this process {trim_rss_gb():.1f} GB now"
+          f"\n\nload average after: {loadavg()}; total {time.perf_counter() - t_start:.0f} s")
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     print(f"summary: {args.work / 'summary.json'}")
 
