@@ -11,10 +11,11 @@ segment that holds context for the first. Lengths: of `max_len - 3` wordpieces, 
 half (more when B is short) and B gets the rest. A block with one sentence gives
 `[CLS] A [SEP] [SEP]`, the shape of REALM's null document. With `random_context_prob` p > 0, B is
 instead, for a share p of the examples, the whole text of another training block, as BERT's
-segment B is a random one half of the time: REALM's reader then reads retrieved blocks that do
-not hold the answer, and an encoder that has only ever seen its own block's rest as B takes such
-a block as context (docs/results.md measures the cost). The draw comes from the example's own
-generator before its masks; with p = 0 nothing is drawn and the stream is the same as without it.
+segment B is a random one half of the time. The option exists because REALM's reader reads
+retrieved blocks that lack the answer; measured at p = 0.5, it did not lower what reading them
+costs (docs/results.md, "A random segment B"), so the default is 0. The draw comes from the
+example's own generator before its masks; with p = 0 nothing is drawn and the stream is the same
+as without it.
 
 Masking is BERT's (`create_pretraining_data.py`): round(mask_prob · n) of the n non-special
 wordpieces (at least one) are picked without replacement; 80 % become [MASK], 10 % a random
