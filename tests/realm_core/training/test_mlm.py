@@ -138,12 +138,10 @@ def test_stream_is_seeded_resumable_and_rank_split(parts, tokenizer):
 def _segment_b(batch):
     """Each example's segment B as wordpieces, with the masked positions given back their originals."""
     out = []
-    for r in range(len(batch.rows)):
-        ids = batch.inputs["input_ids"][r].clone()
-        keep = batch.targets[r] != IGNORE
-        ids[batch.positions[r][keep]] = batch.targets[r][keep]
-        n, seg = int(batch.inputs["attention_mask"][r].sum()), batch.inputs["token_type_ids"][r]
-        out.append(ids[:n][seg[:n] == 1].tolist()[:-1])  # without the closing [SEP]
+    for ids, types, positions, targets in _rows(batch):
+        for p, t in zip(positions, targets):
+            ids[p] = t
+        out.append([i for i, s in zip(ids, types) if s == 1][:-1])  # without the closing [SEP]
     return out
 
 
