@@ -14,10 +14,13 @@ and writes the table (`docs/realm_heldout.json`). Nothing of the pipeline is wri
     python scripts/realm_heldout.py --states end --end-models artifacts/seeds/seed1/retriever \
         artifacts/seeds/seed1/encoder artifacts/seeds/seed1/index/embeddings --out seed1.json
                                                      # another run's exported models (e.g. another seed)
+    python scripts/realm_heldout.py --corpus-evidence  # only: how many have the answer in another block
 
 `--by-evidence` scores each state again on two subsets: the examples whose masked wordpieces
 occur in one of the k−1 retrieved blocks, and the rest. It shows where retrieval helps the
 marginal (a block holds the answer) and where it costs (the reader reads a block without it).
+`--corpus-evidence` counts, without any model run, the examples whose masked wordpieces occur in
+some other block of the corpus at all: the ceiling of "answer in a retrieved block".
 
 Standard errors are binomial over masks (masks of one sentence are not independent, so they are
 a lower bound).
@@ -70,6 +73,8 @@ def _main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "realm_heldout.json")
     ap.add_argument("--by-evidence", action="store_true",
                     help="also score the examples with / without the answer in a retrieved block")
+    ap.add_argument("--corpus-evidence", action="store_true",
+                    help="only count the examples whose masked wordpieces occur in another block (no model run)")
     ap.add_argument("--states", default="start,end", help="which of start,end to score (default both)")
     ap.add_argument("--end-models", nargs=3, metavar=("RETRIEVER", "ENCODER", "INDEX"),
                     help="score these as the end state instead of the pipeline's models/realm, "
@@ -87,6 +92,8 @@ def _main() -> int:
             return 1
         chosen["end"] = tuple(args.end_models)
     base: PretrainRealmConfig = load_stage_config("pretrain_realm", read_params_file(ROOT / "params.yaml"))
+    if args.corpus_evidence:
+        return corpus_evidence(base, args.examples)
     resolved = devices.resolve_stage(base, "pretrain_realm")
     device, precision = torch.device(resolved.device), resolved.precision
     rows: dict[str, dict] = {}
@@ -151,6 +158,27 @@ def _main() -> int:
                 print(f"| {state} | {name.replace('_', ' ')} | {g['examples']} | {g['masks']} | {g['accuracy']} | "
                       f"{g['null_accuracy']} | {g['retrieval_utility']} |")
     print(f"binomial SE ({states[-1]}): {out[f'binomial_se_at_{states[-1]}']}; written to {args.out}")
+    return 0
+
+
+def corpus_evidence(cfg: PretrainRealmConfig, n: int) -> int:
+    """Print how many of the first `n` held-out examples have their masked wordpieces, in order,
+    in some block other than their own: the most that any retriever could put among the
+    candidates. A loose bound: a common word or a year occurs in many blocks that say nothing
+    about the sentence."""
+    from realm_core.modeling.embedder import RetrieverEmbedder
+
+    retriever = RetrieverEmbedder.from_pretrained(ROOT / cfg.retriever)
+    corpus = RealmCorpus(cfg.blocks, cfg.salient_spans, retriever.tokenizer, max_doc_len=retriever.max_doc_len,
+                         max_candidate_len=cfg.max_candidate_len, heldout_fraction=cfg.heldout_fraction)
+    heldout = fixed_examples(corpus, "heldout", n, seed=EVAL_SEED, masking="salient",
+                             max_query_len=cfg.max_query_len, max_masks=cfg.max_masks)
+    counts = [sum(1 for r in range(len(corpus.body_ids)) if r != ex.row and contains(corpus.body_ids[r], ex.targets))
+              for ex in heldout]
+    found = sum(c > 0 for c in counts)
+    print(f"{found} of {len(heldout)} held-out examples ({found / max(1, len(heldout)):.3f}) have their masked "
+          f"wordpieces in another block; blocks per example: median {sorted(counts)[len(counts) // 2]}, "
+          f"max {max(counts, default=0)}")
     return 0
 
 
