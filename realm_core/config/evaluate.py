@@ -56,6 +56,12 @@ class EvaluateConfig(StageConfig):
     precision: str = Field(default="auto", pattern=PRECISION_PATTERN)
     """Compute precision: auto (bf16 where native), fp32, bf16, fp16 (CUDA)."""
 
+    compile: bool = False
+    """Compile each reader's encoder with Inductor before predicting (torch.compile with frozen
+    weights; needs a C++ compiler, else it predicts eagerly and says so): a faster forward for a
+    compile per model, so it pays on large question sets (docs/benchmarks.md). Answers can
+    differ from the eager ones where two spans nearly tie."""
+
     output_dir: str = "artifacts/predictions"
     """Predictions: `<output_dir>/<dataset>/<method>.json` (DPR-style, with evidence)."""
 

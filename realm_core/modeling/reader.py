@@ -115,6 +115,40 @@ class SpanReader(nn.Module):
         bias = w @ self.span_norm.bias.float() + self.span_out.bias[0].float()
         return (sums[..., 1] - mean * wg.sum()) * torch.rsqrt(var + self.span_norm.eps) + bias
 
+    def compile_for_inference(self, precision: str) -> str:
+        """Compile the BERT encoder with Inductor for prediction; "" on success, else why not.
+
+        `torch.compile(dynamic=True)` with Inductor's "freezing": the weights become constants,
+        cast to bf16 and packed for oneDNN once instead of on every call, and the elementwise work
+        between the GEMMs (autocast's casts, the float32 residual adds, GELU, LayerNorm) is fused:
+        on a CPU that work, not the GEMMs, is what keeps the eager bf16 forward under half the
+        matmul peak (speed and compile time: benchmarks/reader_compile.py, docs/benchmarks.md).
+        The weights are baked in, so this is only for a model that is not trained afterwards
+        (evaluate's fine-tuned models; never finetune_qa's dev evaluation between steps). The
+        logits differ from the eager ones at the precision's resolution, which can flip an answer
+        where two spans nearly tie.
+
+        It compiles now, on two rows of different lengths (Dynamo specialises sizes 0 and 1, and
+        equal sizes share a symbol), under the same no_grad + autocast as `OpenQAModel.predict`,
+        so that a failure (no C++ compiler, say) surfaces here: then the eager forward is put back
+        and the first line of the error returned.
+        """
+        from realm_core.devices import autocast
+
+        bert, was_training = self.bert, self.training
+        bert.forward = torch.compile(bert.forward, dynamic=True, options={"freezing": True})
+        pairs = [self.pair([self.cls_id] * 2, [self.sep_id] * n) for n in (7, 9)]
+        self.eval()
+        try:
+            with torch.no_grad(), autocast(self.device, precision):
+                self(**self.batch(pairs))
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: predict eagerly instead
+            del bert.forward  # the class's forward again
+            return first_line(exc)
+        finally:
+            self.train(was_training)
+        return ""
+
     # ------------------------------------------------------------------ inputs
 
     def question_ids(self, questions: Sequence[str]) -> list[list[int]]:

@@ -18,7 +18,8 @@ everything on a 7.7k-block corpus. Predictions are written DPR-style, with the e
 NQ's full test (`full_test`): the 3,610 NQ-open dev questions, minus those of the small-scale
 train/dev split (fine-tuning saw them), scored with the NQ models; most answers are not in this
 corpus, so its coverage is reported beside it. `dataset_file` scores a user's NQ-open JSONL file
-instead of the test split.
+instead of the test split. `compile` compiles each reader's encoder with Inductor before it
+predicts (`SpanReader.compile_for_inference`); the metrics then say whether it compiled.
 """
 
 from __future__ import annotations
@@ -135,28 +136,44 @@ def run_evaluate(cfg: EvaluateConfig, info: Callable[[str], None] = print) -> di
     metrics: dict[str, Any] = {"dataset": cfg.dataset, "n_blocks": len(texts), "methods": list(cfg.methods),
                                "device": device.type, "precision": precision}
     models = {m: Path(cfg.models_dir) / cfg.dataset / m for m in cfg.methods}
-    finder = None
-    outputs: dict[str, dict[str, list]] = {}
+    sections: dict[str, dict[str, Any]] = {}
     for name, (split, examples) in sets.items():
         covered = covered_questions(examples, texts)
-        section = {"split": split, "n_questions": len(examples),
-                   "answer_coverage": round(sum(covered) / len(covered), 4)}
-        info(f"{cfg.dataset}/{split}: {len(examples):,} questions, answer coverage {section['answer_coverage']:.3f}")
-        for method, model_dir in models.items():
-            t1 = time.monotonic()
-            model, record = load_finetuned(model_dir, corpus, texts, cfg.blocks, device)
-            if finder is None:
-                finder = GoldFinder(corpus, texts, model.reader.tokenizer, max_width=model.reader.max_span_width)
+        sections[name] = {"split": split, "n_questions": len(examples),
+                          "answer_coverage": round(sum(covered) / len(covered), 4)}
+        info(f"{cfg.dataset}/{split}: {len(examples):,} questions, answer coverage "
+             f"{sections[name]['answer_coverage']:.3f}")
+    finder = None
+    outputs: dict[str, dict[str, list]] = {name: {} for name in sets}
+    # One model at a time, over every question set: at scale each holds its own index in memory,
+    # and a compiled model is compiled once.
+    for method, model_dir in models.items():
+        t1 = time.monotonic()
+        model, record = load_finetuned(model_dir, corpus, texts, cfg.blocks, device)
+        compiled = None
+        if cfg.compile:
+            failed = model.reader.compile_for_inference(precision)
+            compiled = not failed
+            info(f"{method}: reader compiled in {time.monotonic() - t1:.1f} s" if compiled
+                 else f"{method}: compiling the reader failed ({failed}); predicting eagerly")
+        if finder is None:
+            finder = GoldFinder(corpus, texts, model.reader.tokenizer, max_width=model.reader.max_span_width)
+        for name, (split, examples) in sets.items():
             scores, records = score_method(model, examples, blocks, finder, ks=cfg.ks, ctxs=cfg.ctxs,
                                            batch_size=cfg.batch_size, precision=precision,
                                            query_len=int(record.get("query_len", 64)))
-            scores.update(model=str(model_dir), retriever=record.get("retriever_init"), reader=record.get("reader_init"),
-                          dev_em=record.get("dev_em"), seconds=round(time.monotonic() - t1, 1))
-            section[method] = scores
-            outputs.setdefault(name, {})[method] = records
-            info(f"{method}: EM {scores['em']:.3f}  R@5 {scores.get('recall@5', float('nan')):.3f}  "
-                 f"reader oracle {scores['reader_oracle']:.3f}  ({scores['seconds']} s)")
-            del model
+            scores.update(model=str(model_dir), retriever=record.get("retriever_init"),
+                          reader=record.get("reader_init"), dev_em=record.get("dev_em"),
+                          **({} if compiled is None else {"compiled": compiled}),
+                          seconds=round(time.monotonic() - t1, 1))
+            t1 = time.monotonic()
+            sections[name][method] = scores
+            outputs[name][method] = records
+            info(f"{method} on {cfg.dataset}/{split}: EM {scores['em']:.3f}  R@5 "
+                 f"{scores.get('recall@5', float('nan')):.3f}  reader oracle {scores['reader_oracle']:.3f}  "
+                 f"({scores['seconds']} s)")
+        del model
+    for name, section in sections.items():
         if name == "main":
             metrics.update(section)
         else:

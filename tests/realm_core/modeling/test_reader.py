@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ import torch
 from realm_core.errors import RealmError
 from realm_core.modeling.reader import HEAD_FILE, MASK_VALUE, META_FILE, SpanReader
 from realm_core.pretrained import scratch_bert_config
+from tests.conftest import ROOT
 from tests.realm_core.training.ict_fixture import TINY_BERT
 
 KW = dict(span_hidden=8, max_span_width=4, seq_len=40, max_question_len=6)
@@ -117,6 +121,44 @@ def test_batch_segments_and_padding(reader):
     assert batch["attention_mask"].tolist() == [[1] * 8, [1] * 5 + [0] * 3]
     assert batch["token_type_ids"].tolist() == [[0] * 4 + [1] * 4, [0] * 3 + [1] * 2 + [0] * 3]
     assert batch["block_start"].tolist() == [4, 3] and batch["block_end"].tolist() == [6, 3]
+
+
+def test_compiled_reader_gives_the_eager_logits_and_keeps_its_weights(tokenizer):
+    """`compile_for_inference` (evaluate's `compile`): Inductor-compiled, the encoder gives the
+    eager logits (fp32) on rows of other lengths than its warm-up, with the same state dict."""
+    eager, compiled = tiny_reader(tokenizer).eval(), tiny_reader(tokenizer).eval()
+    assert compiled.compile_for_inference("fp32") == ""
+    assert "forward" in vars(compiled.bert)  # the compiled forward sits on the instance
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    pairs = example_pairs(eager)
+    for rows in (pairs, pairs[:2]):
+        with torch.no_grad():
+            want, got = eager(**eager.batch(rows)), compiled(**compiled.batch(rows))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_failed_compile_keeps_the_eager_reader(tmp_path):
+    """Without a usable C++ compiler (CXX points nowhere; a fresh Inductor cache, so nothing
+    compiled before can be reused) `compile_for_inference` returns the reason and the reader runs
+    eagerly, with the logits it had."""
+    script = f"""
+import json, torch
+from realm_core.pretrained import load_tokenizer
+from realm_core.config import DEFAULT_TOKENIZER
+from tests.realm_core.modeling.test_reader import example_pairs, tiny_reader
+reader = tiny_reader(load_tokenizer(DEFAULT_TOKENIZER)).eval()
+pairs = example_pairs(reader)
+with torch.no_grad():
+    before = reader(**reader.batch(pairs))
+    error = reader.compile_for_inference("fp32")
+    after = reader(**reader.batch(pairs))
+print(json.dumps({{"error": error, "eager": "forward" not in vars(reader.bert), "same": bool(torch.equal(before, after))}}))
+"""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["error"] and got["eager"] and got["same"], got
 
 
 def test_save_and_load_give_identical_logits(reader, tmp_path):
