@@ -121,7 +121,7 @@ class SpanReader(nn.Module):
         `torch.compile(dynamic=True)` with Inductor's "freezing": the weights become constants,
         cast to bf16 and packed for oneDNN once instead of on every call, and the elementwise work
         between the GEMMs (autocast's casts, the float32 residual adds, GELU, LayerNorm) is fused:
-        on a CPU that work, not the GEMMs, is what keeps the eager bf16 forward under half the
+        on a CPU that work and attention, not the GEMMs, hold the eager bf16 forward near half the
         matmul peak (speed and compile time: benchmarks/reader_compile.py, docs/benchmarks.md).
         The weights are baked in, so this is only for a model that is not trained afterwards
         (evaluate's fine-tuned models; never finetune_qa's dev evaluation between steps). The
@@ -133,9 +133,9 @@ class SpanReader(nn.Module):
         so that a failure (no C++ compiler, say) surfaces here: then the eager forward is put back
         and the first line of the error returned.
         """
-        from realm_core.devices import autocast
-
         import torch._inductor.config as inductor_config
+
+        from realm_core.devices import autocast
 
         bert, was_training = self.bert, self.training
         compiled = torch.compile(bert.forward, dynamic=True)
