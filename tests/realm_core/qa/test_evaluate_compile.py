@@ -7,6 +7,7 @@ import json
 
 from realm_core.config import EvaluateConfig
 from realm_core.qa.evaluate import run_evaluate
+from tests.realm_core.modeling.test_reader import need_cxx
 from tests.realm_core.qa.test_ask import QUESTION, project  # noqa: F401 - the module fixture
 
 QUESTIONS = [(QUESTION, ["Dolly Parton"]), ("who sang i will always love you", ["Whitney Houston"]),
@@ -14,6 +15,7 @@ QUESTIONS = [(QUESTION, ["Dolly Parton"]), ("who sang i will always love you", [
 
 
 def test_compiled_evaluate_gives_the_eager_predictions(project, tmp_path, monkeypatch):  # noqa: F811
+    need_cxx()
     monkeypatch.chdir(project)
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS))
